@@ -1,0 +1,55 @@
+// The typed surface of build/cpu.wasm (see src/machine/cpu/as/index.ts).
+
+export interface CpuExports {
+  layoutXRegs(): number;
+  layoutFRegs(): number;
+  layoutTlb(): number;
+  layoutDirtyLog(): number;
+  layoutAccessLog(): number;
+  layoutRamHost(): number;
+  layoutRamBase(): bigint;
+  init(ramBytes: bigint, hartId: bigint, sbiInMachine: number): void;
+  enterSupervisor(entry: bigint, dtb: bigint): void;
+  run(budget: number): number;
+  getPc(): bigint;
+  setPc(v: bigint): void;
+  getPriv(): number;
+  setPriv(p: number): void;
+  getInstret(): bigint;
+  getFatalCause(): bigint;
+  getCsr(csr: number): bigint;
+  setCsr(csr: number, v: bigint): void;
+  getMtimecmp(): bigint;
+  setMtimecmp(v: bigint): void;
+  getSbiTimecmp(): bigint;
+  setSbiTimecmp(v: bigint): void;
+  getReservation(): bigint;
+  setReservation(v: bigint): void;
+  getMipHw(): bigint;
+  getMipSw(): bigint;
+  setMipSw(v: bigint): void;
+  setIrqLine(bit: number, level: number): void;
+  raiseSoftwareIrq(bit: number): void;
+  requestExit(): void;
+  nextTimerDeadline(): bigint;
+  interruptPending(): number;
+  tlbFlush(): void;
+  dirtyLogClear(pages: number): void;
+  accessLogClear(pages: number): void;
+  fpExecute(insn: number): number;
+}
+
+/** Why run() returned (state.ts EXIT_*). */
+export enum ExitReason {
+  Budget = 0,
+  Wfi = 1,
+  Sbi = 2,
+  Request = 3,
+  Fatal = 4,
+}
+
+export interface CpuHostImports {
+  hostTime(): number;
+  mmioRead(pa: number, size: number): number;
+  mmioWrite(pa: number, size: number, value: number): number;
+}

@@ -1,0 +1,82 @@
+// A hart: the WebAssembly interpreter instance plus typed access to its registers.
+// Guest RAM lives in the same shared WebAssembly.Memory, so devices and the migration
+// engine read it without copies.
+
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { CpuExports, CpuHostImports, ExitReason } from './exports.js';
+import { MemoryLayout } from '../memory/guest-memory.js';
+import { FerryError } from '../../errors.js';
+
+const WASM_PAGE = 65536;
+let cachedModule: WebAssembly.Module | undefined;
+
+function cpuModule(): WebAssembly.Module {
+  if (!cachedModule) {
+    // dist/src/machine/cpu/vcpu.js -> <repo>/build/cpu.wasm
+    const root = join(dirname(fileURLToPath(import.meta.url)), '../../../..');
+    cachedModule = new WebAssembly.Module(readFileSync(join(root, 'build/cpu.wasm')));
+  }
+  return cachedModule;
+}
+
+export interface VcpuOptions {
+  ramBytes: number;
+  hartId?: number;
+  /** The machine implements SBI: S-mode ecalls exit to the host. */
+  sbiInMachine: boolean;
+  host: CpuHostImports;
+}
+
+export class Vcpu {
+  readonly memory: WebAssembly.Memory;
+  readonly exports: CpuExports;
+  readonly layout: MemoryLayout;
+  private readonly x: BigUint64Array;
+  private readonly f: BigUint64Array;
+
+  constructor(opts: VcpuOptions) {
+    if (opts.ramBytes % 4096 !== 0 || opts.ramBytes <= 0) {
+      throw new FerryError('BAD_RAM_SIZE', `RAM size ${opts.ramBytes} must be a positive multiple of 4 KiB`);
+    }
+    // Probe the layout with a throwaway instance-free read: the RAM offset is a constant
+    // of the module, fixed at 16 MiB (layout.ts).
+    const ramHost = 0x100_0000;
+    const pages = Math.ceil((ramHost + opts.ramBytes + WASM_PAGE) / WASM_PAGE);
+    if (pages > 65536) throw new FerryError('BAD_RAM_SIZE', `RAM size ${opts.ramBytes} exceeds the 4 GiB address space`);
+    this.memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+    const instance = new WebAssembly.Instance(cpuModule(), {
+      env: {
+        memory: this.memory,
+        hostTime: () => opts.host.hostTime(),
+        mmioRead: (pa: number, size: number) => opts.host.mmioRead(pa, size),
+        mmioWrite: (pa: number, size: number, value: number) => opts.host.mmioWrite(pa, size, value),
+      },
+    });
+    this.exports = instance.exports as unknown as CpuExports;
+    const e = this.exports;
+    if (e.layoutRamHost() !== ramHost) throw new FerryError('CPU_LAYOUT', 'cpu.wasm RAM offset does not match the host');
+    this.layout = {
+      ramHostOffset: ramHost,
+      ramBase: e.layoutRamBase(),
+      ramSize: opts.ramBytes,
+      dirtyLogOffset: e.layoutDirtyLog(),
+      accessLogOffset: e.layoutAccessLog(),
+    };
+    this.x = new BigUint64Array(this.memory.buffer, e.layoutXRegs(), 32);
+    this.f = new BigUint64Array(this.memory.buffer, e.layoutFRegs(), 32);
+    e.init(BigInt(opts.ramBytes), BigInt(opts.hartId ?? 0), opts.sbiInMachine ? 1 : 0);
+  }
+
+  run(budget: number): ExitReason { return this.exports.run(budget) as ExitReason; }
+
+  getX(i: number): bigint { return this.x[i]!; }
+  setX(i: number, v: bigint): void { if (i !== 0) this.x[i] = BigInt.asUintN(64, v); }
+  getF(i: number): bigint { return this.f[i]!; }
+  setF(i: number, v: bigint): void { this.f[i] = BigInt.asUintN(64, v); }
+  get pc(): bigint { return BigInt.asUintN(64, this.exports.getPc()); }
+  set pc(v: bigint) { this.exports.setPc(BigInt.asUintN(64, v)); }
+  get priv(): number { return this.exports.getPriv(); }
+  get instret(): bigint { return BigInt.asUintN(64, this.exports.getInstret()); }
+}

@@ -1,0 +1,95 @@
+// The one consumer-side view of guest RAM (as rust-vmm's vm-memory). CPU stores mark the
+// dirty log inside the interpreter's TLB slow path; every other writer (device DMA, SBI,
+// loaders, migration restore) goes through this class, which marks the same per-page log.
+// So there is exactly one dirty log and one place, per side, that feeds it.
+
+import { GuestMemoryError } from './errors.js';
+
+export const PAGE_SIZE = 4096;
+export const PAGE_SHIFT = 12;
+
+export interface MemoryLayout {
+  /** Byte offset of guest-physical `ramBase` inside the shared buffer. */
+  readonly ramHostOffset: number;
+  readonly ramBase: bigint;
+  readonly ramSize: number;
+  readonly dirtyLogOffset: number;
+  readonly accessLogOffset: number;
+}
+
+export class GuestMemory {
+  readonly ramBase: bigint;
+  readonly ramSize: number;
+  readonly pageCount: number;
+  /** Guest RAM as bytes, index 0 = guest-physical ramBase. */
+  readonly bytes: Uint8Array;
+  /** One byte per guest page, shared with the vCPU: 1 = written since last clear. */
+  readonly dirtyLog: Uint8Array;
+  /** One byte per guest page: 1 = read, written or executed since last clear. */
+  readonly accessLog: Uint8Array;
+  private readonly view: DataView;
+
+  constructor(readonly buffer: ArrayBufferLike, layout: MemoryLayout) {
+    this.ramBase = layout.ramBase;
+    this.ramSize = layout.ramSize;
+    this.pageCount = Math.ceil(layout.ramSize / PAGE_SIZE);
+    this.bytes = new Uint8Array(buffer, layout.ramHostOffset, layout.ramSize);
+    this.view = new DataView(buffer, layout.ramHostOffset, layout.ramSize);
+    this.dirtyLog = new Uint8Array(buffer, layout.dirtyLogOffset, this.pageCount);
+    this.accessLog = new Uint8Array(buffer, layout.accessLogOffset, this.pageCount);
+  }
+
+  /** Offset into `bytes` of a guest-physical range, or throws if it leaves RAM. */
+  offsetOf(gpa: bigint | number, length: number): number {
+    const off = Number(BigInt(gpa) - this.ramBase);
+    if (!Number.isInteger(off) || off < 0 || length < 0 || off + length > this.ramSize) {
+      throw new GuestMemoryError(`guest range 0x${BigInt(gpa).toString(16)}+${length} is outside RAM`);
+    }
+    return off;
+  }
+
+  contains(gpa: bigint | number, length: number): boolean {
+    const off = Number(BigInt(gpa) - this.ramBase);
+    return off >= 0 && length >= 0 && off + length <= this.ramSize;
+  }
+
+  /** A view (no copy) of guest memory for reading. Do not write through it: use write(). */
+  slice(gpa: bigint | number, length: number): Uint8Array {
+    const off = this.offsetOf(gpa, length);
+    return this.bytes.subarray(off, off + length);
+  }
+
+  read(gpa: bigint | number, length: number): Uint8Array {
+    return this.slice(gpa, length).slice();
+  }
+
+  write(gpa: bigint | number, data: Uint8Array): void {
+    const off = this.offsetOf(gpa, data.length);
+    this.bytes.set(data, off);
+    this.markRange(off, data.length);
+  }
+
+  fill(gpa: bigint | number, length: number, value = 0): void {
+    const off = this.offsetOf(gpa, length);
+    this.bytes.fill(value, off, off + length);
+    this.markRange(off, length);
+  }
+
+  readU8(gpa: bigint | number): number { return this.view.getUint8(this.offsetOf(gpa, 1)); }
+  readU16(gpa: bigint | number): number { return this.view.getUint16(this.offsetOf(gpa, 2), true); }
+  readU32(gpa: bigint | number): number { return this.view.getUint32(this.offsetOf(gpa, 4), true); }
+  readU64(gpa: bigint | number): bigint { return this.view.getBigUint64(this.offsetOf(gpa, 8), true); }
+
+  writeU8(gpa: bigint | number, v: number): void { const o = this.offsetOf(gpa, 1); this.view.setUint8(o, v); this.markRange(o, 1); }
+  writeU16(gpa: bigint | number, v: number): void { const o = this.offsetOf(gpa, 2); this.view.setUint16(o, v, true); this.markRange(o, 2); }
+  writeU32(gpa: bigint | number, v: number): void { const o = this.offsetOf(gpa, 4); this.view.setUint32(o, v, true); this.markRange(o, 4); }
+  writeU64(gpa: bigint | number, v: bigint): void { const o = this.offsetOf(gpa, 8); this.view.setBigUint64(o, v, true); this.markRange(o, 8); }
+
+  private markRange(off: number, length: number): void {
+    if (length === 0) return;
+    const first = off >>> PAGE_SHIFT;
+    const last = (off + length - 1) >>> PAGE_SHIFT;
+    this.dirtyLog.fill(1, first, last + 1);
+    this.accessLog.fill(1, first, last + 1);
+  }
+}
