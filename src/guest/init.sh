@@ -57,12 +57,14 @@ fi
 echo "ferry-guest: ready"
 
 export PS1='ferry# '
+export ENV=/etc/ferry/shrc
 while :; do
 	# setsid + cttyhack make the console the shell's controlling tty, so Ctrl-C and job control
 	# work. The shell runs in the foreground on purpose: a background job of a non-interactive
 	# shell starts with SIGINT ignored, and that would be inherited by everything typed at the
-	# prompt. (poweroff/reboot/halt are wrappers calling the reboot syscall directly, because
-	# they would otherwise signal PID 1, i.e. this script, which cannot act while it waits here.)
+	# prompt. (That is also why poweroff/reboot/halt are redefined in /etc/ferry/shrc to call
+	# the reboot syscall: busybox's versions signal PID 1, i.e. this script, which cannot act
+	# on a signal while it waits for the shell.)
 	setsid cttyhack sh
 	# Do not spin if the shell cannot start at all.
 	sleep 1

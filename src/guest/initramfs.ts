@@ -24,8 +24,16 @@ export const BUSYBOX_APPLETS: readonly string[] = [
 /**
  * busybox poweroff/reboot/halt signal PID 1, but our /init is a shell waiting for the console
  * shell and cannot react; calling the reboot syscall (-f) after a sync does the job directly.
+ * Wrapper scripts cover programs that exec them by name; interactive shells need functions too,
+ * because Debian's busybox ash runs its own applets before searching PATH.
  */
 const POWER_WRAPPERS: readonly string[] = ['poweroff', 'reboot', 'halt'];
+
+/** Read by every interactive shell through ENV (exported by /init). */
+export const SHELL_RC = `# ferry guest: sourced by interactive shells via $ENV
+PS1='ferry# '
+${POWER_WRAPPERS.map((n) => `${n}() { sync; /bin/busybox ${n} -f "$@"; }`).join('\n')}
+`;
 
 export interface InitramfsModule {
   /** Path under /lib/modules/<version>/, e.g. kernel/drivers/net/virtio_net.ko */
@@ -88,6 +96,7 @@ export function initramfsEntries(input: InitramfsInput): CpioEntry[] {
   put({ type: 'file', path: `${modDir}/modules.dep`, data: text(input.modulesDep) });
   put({ type: 'file', path: 'etc/ferry/modules', data: text(input.modules.map((m) => `${m.relPath}\n`).join('')) });
   put({ type: 'file', path: 'etc/ferry/image', data: text(input.imageInfo) });
+  put({ type: 'file', path: 'etc/ferry/shrc', data: text(SHELL_RC) });
 
   put({ type: 'file', path: 'etc/hostname', data: text('ferry\n') });
   // Enough for `id`, `ls -l` and `whoami` to print names instead of numbers.

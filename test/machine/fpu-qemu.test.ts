@@ -92,7 +92,7 @@ before(async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-fpvec-'));
   try {
     const exe = join(dir, 'fp-vectors');
-    const cc = spawnSync('riscv64-linux-gnu-gcc', ['-O2', '-static', '-o', exe, join(repoRoot, 'src/guest/tests/fp-vectors.c')], { encoding: 'utf8' });
+    const cc = spawnSync('riscv64-linux-gnu-gcc', ['-O2', '-static', '-o', exe, join(repoRoot, 'src/guest/tests/fp-vectors.c'), '-lm'], { encoding: 'utf8' });
     assert.equal(cc.status, 0, `compiling fp-vectors.c failed:\n${cc.stderr}`);
     const run = spawnSync('qemu-riscv64', [exe], { encoding: 'utf8', maxBuffer: 1 << 28 });
     assert.equal(run.status, 0, `fp-vectors under qemu-riscv64 failed:\n${run.stderr}`);

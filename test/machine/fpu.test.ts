@@ -423,7 +423,7 @@ describe('exception flags', () => {
   test('underflow uses tininess after rounding (double multiply edge)', () => {
     // (1 + 2^-27) * (1 - 2^-27) 2^-1022 = 2^-1022 (1 - 2^-54): RNE with unbounded exponent
     // reaches 2^-1022, so not tiny; RTZ does not, so tiny.
-    const a = 0x3ff0000020000000n;
+    const a = 0x3ff0000002000000n;
     const b = 0x000ffffffe000000n;
     assert.equal(dVal(a), 1 + 2 ** -27);
     assert.equal(dVal(b), (1 - 2 ** -27) * 2 ** -1022);
@@ -472,7 +472,8 @@ describe('exception flags', () => {
       assert.deepEqual(fused(f, FMADD, RNE, one, one, snan), invalid);
       assert.deepEqual(fused(f, FMADD, RNE, inf, one, ninf), invalid);
       assert.deepEqual(fused(f, FMSUB, RNE, inf, one, inf), invalid);
-      assert.deepEqual(fused(f, FNMADD, RNE, inf, one, ninf), { bits: ninf, flags: 0 });
+      assert.deepEqual(fused(f, FNMADD, RNE, inf, one, ninf), invalid);
+      assert.deepEqual(fused(f, FNMADD, RNE, inf, one, inf), { bits: ninf, flags: 0 });
       assert.deepEqual(fused(f, FMADD, RNE, one, one, ninf), { bits: ninf, flags: 0 });
     }
   });
@@ -515,9 +516,17 @@ describe('fused multiply-add is a single rounding', () => {
     assert.deepEqual(fused(DOUBLE, FMADD, RNE, dBits(1 + 2 ** -52), dBits(1 - 2 ** -52), dBits(-1)), { bits: dBits(-(2 ** -104)), flags: 0 });
     // Single: (1 + 2^-23)^2 - (1 + 2^-22) = 2^-46.
     assert.deepEqual(fused(SINGLE, FMSUB, RUP, sBits(1 + 2 ** -23), sBits(1 + 2 ** -23), sBits(1 + 2 ** -22)), { bits: sBits(2 ** -46), flags: 0 });
-    // A tiny addend decides the rounding of a tie in the product: 1 + 2^-53 + 2^-1074 > tie.
-    assert.deepEqual(fused(DOUBLE, FMADD, RNE, dBits(1 + 2 ** -52), dBits(1 + 2 ** -52), dBits(2 ** -1074)), { bits: dBits(1 + 2 ** -51), flags: NX });
-    assert.deepEqual(fused(DOUBLE, FMADD, RTZ, dBits(1 + 2 ** -52), dBits(1 + 2 ** -52), dBits(-(2 ** -1074))), { bits: dBits(1 + 2 ** -51 - 2 ** -52), flags: NX });
+    // (1 + 2^-26)(1 + 2^-27) lies exactly halfway between two doubles; a tiny addend on
+    // either side decides the rounding, which a separately rounded product cannot see.
+    const a = dBits(1 + 2 ** -26), b = dBits(1 + 2 ** -27);
+    const down = dBits(1 + 2 ** -26 + 2 ** -27), up = dBits(1 + 2 ** -26 + 2 ** -27 + 2 ** -52);
+    const tiny = 1n; // 2^-1074
+    assert.deepEqual(fused(DOUBLE, FMADD, RNE, a, b, 0n), { bits: down, flags: NX });
+    assert.deepEqual(fused(DOUBLE, FMADD, RNE, a, b, tiny), { bits: up, flags: NX });
+    assert.deepEqual(fused(DOUBLE, FMADD, RNE, a, b, tiny | signBit(DOUBLE)), { bits: down, flags: NX });
+    assert.deepEqual(fused(DOUBLE, FMADD, RMM, a, b, 0n), { bits: up, flags: NX });
+    assert.deepEqual(fused(DOUBLE, FMADD, RMM, a, b, tiny | signBit(DOUBLE)), { bits: down, flags: NX });
+    assert.deepEqual(fused(DOUBLE, FNMSUB, RNE, a, b, tiny), { bits: down | signBit(DOUBLE), flags: NX });
   });
 });
 

@@ -9,7 +9,7 @@
  *
  * all in hex, operands and result as 64-bit register images (so NaN boxing is visible).
  * Instructions with a rounding-mode field use the dynamic mode, set with fsrm beforehand.
- * Build: riscv64-linux-gnu-gcc -O2 -static -o fp-vectors fp-vectors.c
+ * Build: riscv64-linux-gnu-gcc -O2 -static -o fp-vectors fp-vectors.c -lm
  */
 #include <stdint.h>
 #include <stdio.h>

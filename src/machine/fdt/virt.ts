@@ -123,7 +123,8 @@ function addCpus(cpus: FdtNode, hartCount: number, extensions: string[]): number
       if (prop) cpu.setU32(prop, 64);
     }
     const intc = cpu.addNode('interrupt-controller');
-    intc.setU32('#interrupt-cells', 1).setEmpty('interrupt-controller')
+    // #address-cells 0 is what the binding allows and keeps dtc's interrupt_provider check quiet.
+    intc.setU32('#address-cells', 0).setU32('#interrupt-cells', 1).setEmpty('interrupt-controller')
       .setString('compatible', 'riscv,cpu-intc');
     intcs.push(intc.phandle());
   }

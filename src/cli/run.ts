@@ -1,0 +1,105 @@
+// `ferry run`: boot a VM with the console on this terminal, or run one command in the guest
+// (--exec) and exit with its status.
+
+import { readFileSync } from 'node:fs';
+import { parseFlags, parseMemory } from './args.js';
+import { UsageError } from './errors.js';
+import { TerminalConsole } from './terminal.js';
+import { Machine, MachineExit } from '../machine/boot/machine.js';
+import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../machine/console/shell.js';
+import { ensureGuestImage } from '../guest/image.js';
+
+export const DEFAULT_CMDLINE = 'console=ttyS0 quiet';
+
+const HELP = `usage: ferry run [options]
+
+  -m, --memory SIZE     guest RAM, MiB or with unit (default 256)
+      --kernel FILE     RISC-V Linux Image (default: the built guest image)
+      --initramfs FILE  initramfs (default: the built guest image)
+      --append ARGS     kernel command line (default "${DEFAULT_CMDLINE}")
+      --exec CMD        run CMD in the guest shell, print its output, power off, exit with its status
+      --timeout SEC     with --exec: give up after SEC seconds (default 300)`;
+
+const FLAGS = {
+  memory: { type: 'string', short: 'm', default: '256' },
+  kernel: { type: 'string' },
+  initramfs: { type: 'string' },
+  append: { type: 'string', default: DEFAULT_CMDLINE },
+  exec: { type: 'string' },
+  timeout: { type: 'string', default: '300' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export async function runCommand(argv: string[]): Promise<number> {
+  const { values } = parseFlags(argv, FLAGS);
+  if (values.help) { console.log(HELP); return 0; }
+  const ramBytes = parseMemory(values.memory);
+  const timeoutS = Number(values.timeout);
+  if (!Number.isFinite(timeoutS) || timeoutS <= 0) throw new UsageError(`invalid --timeout '${values.timeout}'`);
+  if ((values.kernel === undefined) !== (values.initramfs === undefined) && values.kernel === undefined) {
+    throw new UsageError('--initramfs needs --kernel');
+  }
+  let kernelPath = values.kernel;
+  let initrdPath = values.initramfs;
+  if (kernelPath === undefined) {
+    const image = await ensureGuestImage({ log: (m) => process.stderr.write(`ferry: ${m}\n`) });
+    kernelPath = image.kernel;
+    initrdPath ??= image.initramfs;
+  }
+  const kernel = readFileSync(kernelPath);
+  const initrd = initrdPath !== undefined ? readFileSync(initrdPath) : undefined;
+  const boot = { kind: 'linux', kernel, cmdline: values.append, ...(initrd ? { initrd } : {}) } as const;
+
+  if (values.exec !== undefined) return runExec(ramBytes, boot, values.exec, timeoutS * 1000);
+
+  let machine: Machine | undefined;
+  const terminal = new TerminalConsole(() => machine?.stop());
+  try {
+    machine = new Machine({ ramBytes, console: terminal, boot });
+    const exit = await machine.run();
+    return report(exit);
+  } finally {
+    terminal.dispose();
+  }
+}
+
+async function runExec(ramBytes: number, boot: ConstructorParameters<typeof Machine>[0]['boot'], command: string, timeoutMs: number): Promise<number> {
+  const driver = new ConsoleDriver();
+  const machine = new Machine({ ramBytes, console: driver, boot });
+  const running = machine.run();
+  const deadline = setTimeout(() => machine.stop(), timeoutMs);
+  try {
+    const ready = await Promise.race([driver.waitFor(GUEST_READY, timeoutMs), running.then(guestDied)]);
+    await driver.waitFor(GUEST_PROMPT, timeoutMs, ready.index);
+    const result = await Promise.race([driver.exec(command, timeoutMs), running.then(guestDied)]);
+    process.stdout.write(result.output);
+    driver.send('poweroff -f\n');
+    const exit = await running;
+    if (exit.kind !== 'poweroff') report(exit);
+    return result.status;
+  } catch (err) {
+    machine.stop();
+    await running;
+    throw err;
+  } finally {
+    clearTimeout(deadline);
+  }
+}
+
+function guestDied(exit: MachineExit): never {
+  throw new UsageError(`guest stopped before the command finished (${describe(exit)})`);
+}
+
+function describe(exit: MachineExit): string {
+  switch (exit.kind) {
+    case 'fatal': return `fatal trap cause=0x${exit.cause.toString(16)} at pc=0x${exit.pc.toString(16)}`;
+    case 'fail': return `guest reported failure ${exit.code}`;
+    default: return exit.kind;
+  }
+}
+
+function report(exit: MachineExit): number {
+  if (exit.kind === 'poweroff' || exit.kind === 'stopped' || exit.kind === 'reboot') return 0;
+  console.error(`ferry: ${describe(exit)}`);
+  return 1;
+}
