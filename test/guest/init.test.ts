@@ -37,9 +37,11 @@ test('init script: mounts, modules, hostname, lo, marker, prompt, shell loop', (
     assert.match(init, re);
   }
   // The marker is printed exactly once, after module loading and network setup.
-  assert.equal(init.split('ferry-guest: ready').length, 2);
-  assert.ok(init.indexOf('ferry-guest: ready') > init.indexOf('ferry.ip='));
-  assert.ok(init.indexOf('ferry-guest: ready') > init.indexOf('/etc/ferry/modules'));
+  assert.equal(init.split('echo "ferry-guest: ready"').length, 2);
+  const marker = init.indexOf('echo "ferry-guest: ready"');
+  assert.ok(marker > init.indexOf('ip addr add "$ferry_ip" dev eth0'));
+  assert.ok(marker > init.indexOf('done < /etc/ferry/modules'));
+  assert.ok(marker < init.indexOf('setsid cttyhack sh'));
 });
 
 test('init script: cmdline parsing picks up ferry.ip and ferry.gw', () => {

@@ -95,16 +95,15 @@ test('memwriter rate mode reports, verifies periodically and at exit', () => {
 test('memwriter verifies on SIGUSR1 and exits cleanly on SIGTERM', async () => {
   const child = spawn('qemu-riscv64', [bin('memwriter'), '--wss-mib', '2', '--rate', '0', '--report-ms', '0']);
   let out = '';
-  const waitFor = (re: RegExp): Promise<void> => new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timeout waiting for ${re}; got:\n${out}`)), 20_000);
-    const check = (): void => {
-      if (re.test(out)) { clearTimeout(t); child.stdout.off('data', onData); resolve(); }
-    };
-    const onData = (b: Buffer): void => { out += b.toString(); check(); };
-    child.stdout.on('data', onData);
-    check();
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+  const waitFor = async (re: RegExp): Promise<void> => {
+    for (const deadline = Date.now() + 20_000; !re.test(out);) {
+      if (Date.now() > deadline) throw new Error(`timeout waiting for ${re}; got:\n${out}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  // 'close', not 'exit': the final verify line must have been read before we look at it.
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   await waitFor(/memwriter: ready pid=\d+ wss_pages=512\n/);
   child.kill('SIGUSR1');
   await waitFor(/memwriter: verify ok pages=512 writes=\d+/);
