@@ -3,6 +3,7 @@
 
 import { runCommand } from './run.js';
 import { imageCommand } from './image.js';
+import { demoCommand } from './demo.js';
 import { FerryError } from '../errors.js';
 import { UsageError } from './errors.js';
 
@@ -11,6 +12,7 @@ const USAGE = `usage: ferry <command> [options]
 commands:
   run      boot a VM with its console on this terminal (Ctrl-A X quits), or run one command (--exec)
   image    build or inspect the guest image (kernel + initramfs)
+  demo     boot the guest and run ferry's workload programs in it
   help     show this help
 
 ferry <command> --help shows a command's options.`;
@@ -21,6 +23,7 @@ export async function main(argv: string[]): Promise<number> {
     switch (cmd) {
       case 'run': return await runCommand(rest);
       case 'image': return await imageCommand(rest);
+      case 'demo': return await demoCommand(rest);
       case undefined: case 'help': case '--help': case '-h':
         console.log(USAGE);
         return cmd === undefined ? 2 : 0;

@@ -13,6 +13,13 @@ void finish(int code) {
 int bare_trap_common(uint64_t *frame) {
   uint64_t cause = CSRR(mcause);
   uint64_t mpp = (CSRR(mstatus) >> 11) & 3;
+  // The return ecall of run_lower comes first: an armed trap_resume that did not fire must
+  // not swallow it.
+  if ((cause == 8 || cause == 9) && frame[11] == 0x5eed) {
+    CSRW(mepc, (uint64_t)lower_return);
+    CSRS(mstatus, 3ull << 11);
+    return 1;
+  }
   if (trap_resume != 0) {
     trap_cause = cause;
     trap_tval = CSRR(mtval);
@@ -21,11 +28,6 @@ int bare_trap_common(uint64_t *frame) {
     trap_count++;
     CSRW(mepc, trap_resume);
     trap_resume = 0;
-    return 1;
-  }
-  if ((cause == 8 || cause == 9) && frame[11] == 0x5eed) {
-    CSRW(mepc, (uint64_t)lower_return);
-    CSRS(mstatus, 3ull << 11);
     return 1;
   }
   return 0;

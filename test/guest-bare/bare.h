@@ -48,6 +48,8 @@ extern volatile uint64_t trap_resume, trap_cause, trap_tval, trap_epc, trap_mpp,
 /** Inline-asm prefix: resume at local label "1:" if the next instructions trap.
  * Clobbers t5, t6. */
 #define TRAP_ARM "la t6, 1f\n\tsd t6, trap_resume, t5\n\t"
+/** Optional suffix instead of a bare "1:": disarms the resume address if nothing trapped. */
+#define TRAP_END "\n1:\tsd zero, trap_resume, t5\n\t"
 static inline void trap_reset(void) { trap_cause = NO_TRAP; trap_tval = NO_TRAP; trap_epc = NO_TRAP; trap_resume = 0; }
 /** Prints "cause=.. tval=.." of the last expected trap (or cause=dead when none). */
 static inline void put_trap(void) { putkv("cause", trap_cause); putkv("tval", trap_tval); }

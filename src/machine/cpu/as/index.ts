@@ -53,6 +53,9 @@ export function enterSupervisor(entry: u64, dtb: u64): void {
   S.medeleg = 0xb1ff; // misaligned, access faults, illegal, breakpoint, ecall-U, page faults
   S.mideleg = 0x222;
   S.mcounteren = 0xffff_ffff;
+  // scounteren's reset value is unspecified. Linux only opens `time` to user mode from its
+  // SBI PMU driver, which we do not offer; without TM the vDSO's rdtime would trap.
+  S.scounteren = 0x2;
   S.menvcfg = S.MENVCFG_STCE;
   S.mstatus = (S.mstatus & ~S.MSTATUS_FS) | (<u64>1 << S.MSTATUS_FS_SHIFT);
   store<u64>(XREGS + 10 * 8, S.hartId);
