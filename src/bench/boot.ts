@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureGuestImage } from '../guest/image.js';
 import { repoRoot } from '../guest/paths.js';
+import { GUEST_CMDLINE } from '../guest/cmdline.js';
 import { buildBareProgram } from '../guest/bare/build.js';
 import { Machine } from '../machine/boot/machine.js';
 import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../machine/console/shell.js';
@@ -16,12 +17,12 @@ import { qemuBoot } from './qemu.js';
 import { median } from './stats.js';
 
 const MEMORY_MIB = 256;
-const CMDLINE = 'console=ttyS0 quiet';
+
 
 async function ferryBoot(kernel: Uint8Array, initrd: Uint8Array, idleSeconds: number) {
   const driver = new ConsoleDriver();
   const t0 = performance.now();
-  const m = new Machine({ ramBytes: MEMORY_MIB << 20, console: driver, boot: { kind: 'linux', kernel, initrd, cmdline: CMDLINE } });
+  const m = new Machine({ ramBytes: MEMORY_MIB << 20, console: driver, boot: { kind: 'linux', kernel, initrd, cmdline: GUEST_CMDLINE } });
   const running = m.run();
   const ready = await driver.waitFor(GUEST_READY, 300_000);
   await driver.waitFor(GUEST_PROMPT, 60_000, ready.index);
@@ -82,7 +83,7 @@ async function main(): Promise<void> {
     mips.push(f.instructions / f.seconds / 1e6);
     if (f.idleCpu !== undefined) idleCpu = f.idleCpu;
     log(`ferry boot ${f.seconds.toFixed(2)} s, ${(f.instructions / 1e9).toFixed(2)} G instructions`);
-    const q = await qemuBoot(image.kernel, image.initramfs, { memoryMiB: MEMORY_MIB, cmdline: CMDLINE, until: GUEST_PROMPT, timeoutMs: 300_000 });
+    const q = await qemuBoot(image.kernel, image.initramfs, { memoryMiB: MEMORY_MIB, cmdline: GUEST_CMDLINE, until: GUEST_PROMPT, timeoutMs: 300_000 });
     qemuTimes.push(q.seconds);
     log(`qemu  boot ${q.seconds.toFixed(2)} s`);
   }

@@ -7,7 +7,7 @@ import { parseFlags } from './args.js';
 import { Machine } from '../machine/boot/machine.js';
 import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../machine/console/shell.js';
 import { ensureGuestImage } from '../guest/image.js';
-import { DEFAULT_CMDLINE } from './run.js';
+import { GUEST_CMDLINE } from '../guest/cmdline.js';
 
 export async function demoCommand(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, { json: { type: 'boolean' } });
@@ -17,7 +17,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const t0 = performance.now();
   const machine = new Machine({
     ramBytes: 256 << 20, console: driver,
-    boot: { kind: 'linux', kernel: readFileSync(image.kernel), initrd: readFileSync(image.initramfs), cmdline: DEFAULT_CMDLINE },
+    boot: { kind: 'linux', kernel: readFileSync(image.kernel), initrd: readFileSync(image.initramfs), cmdline: GUEST_CMDLINE },
   });
   const running = machine.run();
   try {

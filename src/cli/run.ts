@@ -8,15 +8,16 @@ import { TerminalConsole } from './terminal.js';
 import { Machine, MachineExit } from '../machine/boot/machine.js';
 import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../machine/console/shell.js';
 import { ensureGuestImage } from '../guest/image.js';
+import { GUEST_CMDLINE } from '../guest/cmdline.js';
 
-export const DEFAULT_CMDLINE = 'console=ttyS0 quiet';
+
 
 const HELP = `usage: ferry run [options]
 
   -m, --memory SIZE     guest RAM, MiB or with unit (default 256)
       --kernel FILE     RISC-V Linux Image (default: the built guest image)
       --initramfs FILE  initramfs (default: the built guest image)
-      --append ARGS     kernel command line (default "${DEFAULT_CMDLINE}")
+      --append ARGS     kernel command line (default "${GUEST_CMDLINE}")
       --exec CMD        run CMD in the guest shell, print its output, power off, exit with its status
       --timeout SEC     with --exec: give up after SEC seconds (default 300)`;
 
@@ -24,7 +25,7 @@ const FLAGS = {
   memory: { type: 'string', short: 'm', default: '256' },
   kernel: { type: 'string' },
   initramfs: { type: 'string' },
-  append: { type: 'string', default: DEFAULT_CMDLINE },
+  append: { type: 'string', default: GUEST_CMDLINE },
   exec: { type: 'string' },
   timeout: { type: 'string', default: '300' },
   help: { type: 'boolean', short: 'h' },

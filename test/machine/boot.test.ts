@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { ensureGuestImage } from '../../src/guest/image.js';
+import { GUEST_CMDLINE } from '../../src/guest/cmdline.js';
 import { Machine } from '../../src/machine/boot/machine.js';
 import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../../src/machine/console/shell.js';
 
@@ -13,7 +14,7 @@ test('the Debian guest boots to a shell, runs commands and powers off', { timeou
   const machine = new Machine({
     ramBytes: 256 << 20,
     console: driver,
-    boot: { kind: 'linux', kernel: readFileSync(image.kernel), initrd: readFileSync(image.initramfs), cmdline: 'console=ttyS0 quiet' },
+    boot: { kind: 'linux', kernel: readFileSync(image.kernel), initrd: readFileSync(image.initramfs), cmdline: GUEST_CMDLINE },
   });
   const running = machine.run();
   try {
