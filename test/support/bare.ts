@@ -1,19 +1,16 @@
 // Builds and runs the bare-metal test programs in test/guest-bare: on ferry's Machine in
 // bare mode and, for differential tests, on qemu-system-riscv64 -M virt -bios none.
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Machine, type MachineExit } from '../../src/machine/boot/machine.js';
+import { buildBareProgram } from '../../src/guest/bare/build.js';
 
 /** <repo>: this file is compiled to <repo>/dist/test/support/bare.js. */
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const bareDir = join(repoRoot, 'test/guest-bare');
-const GCC = 'riscv64-linux-gnu-gcc';
 const QEMU = 'qemu-system-riscv64';
-const CFLAGS = ['-march=rv64gc', '-mabi=lp64d', '-mcmodel=medany', '-O2', '-nostdlib', '-nostartfiles',
-  '-ffreestanding', '-fno-pie', '-no-pie', '-Wall', '-Wl,--build-id=none', '-Wl,--no-warn-rwx-segments'];
 
 function requireTool(cmd: string, hint: string): void {
   const r = spawnSync(cmd, ['--version'], { encoding: 'utf8' });
@@ -22,31 +19,11 @@ function requireTool(cmd: string, hint: string): void {
   }
 }
 
-/**
- * Compiles crt.S + bare.c + `sources` (paths relative to test/guest-bare, or absolute) into
- * build/test-bare/<name>.elf, rebuilding only when a source, header or flag changed.
- * Returns the ELF's path.
- */
+/** Compiles crt.S + bare.c + `sources` (paths relative to test/guest-bare, or absolute) with
+ * the project's bare-metal toolchain settings; returns the ELF's path (cached by content). */
 export function buildBare(sources: string[], name: string): string {
   const all = ['crt.S', 'bare.c', ...sources].map((s) => resolve(bareDir, s));
-  const inputs = [...all, join(bareDir, 'bare.h'), join(bareDir, 'link.ld')];
-  const hash = createHash('sha256');
-  hash.update(CFLAGS.join(' '));
-  for (const f of inputs) hash.update(f).update(readFileSync(f));
-  const digest = hash.digest('hex');
-  const outDir = join(repoRoot, 'build/test-bare');
-  const elf = join(outDir, `${name}.elf`);
-  const stamp = join(outDir, `${name}.sha256`);
-  if (existsSync(elf) && existsSync(stamp) && readFileSync(stamp, 'utf8') === digest) return elf;
-  requireTool(GCC, 'install gcc-riscv64-linux-gnu');
-  mkdirSync(outDir, { recursive: true });
-  const tmp = `${elf}.tmp-${process.pid}`;
-  const r = spawnSync(GCC, [...CFLAGS, '-I', bareDir, '-T', join(bareDir, 'link.ld'), ...all, '-o', tmp],
-    { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`building ${name} failed:\n${r.stderr}${r.stdout}`);
-  renameSync(tmp, elf);
-  writeFileSync(stamp, digest);
-  return elf;
+  return buildBareProgram(name, all, ['-Wall', '-I', bareDir], [join(bareDir, 'bare.h')]);
 }
 
 export interface FerryRun {

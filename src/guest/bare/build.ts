@@ -3,7 +3,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError } from '../../errors.js';
 import { repoRoot } from '../paths.js';
@@ -13,10 +13,12 @@ export const BARE_CFLAGS = [
   '-fno-pie', '-no-pie', '-Wl,--build-id=none', '-Wl,--no-warn-rwx-segments',
 ];
 
-/** Compiles `sources` (paths) into one ELF; returns its path. Rebuilt only when a source changes. */
-export function buildBareProgram(name: string, sources: readonly string[], extraFlags: readonly string[] = []): string {
+/** Compiles `sources` (paths) into one ELF; returns its path. Rebuilt only when a source, one of
+ * the extra `dependencies` (headers) or a flag changes. */
+export function buildBareProgram(name: string, sources: readonly string[], extraFlags: readonly string[] = [],
+  dependencies: readonly string[] = []): string {
   const hash = createHash('sha256');
-  for (const s of sources) hash.update(readFileSync(s));
+  for (const s of [...sources, ...dependencies]) hash.update(s).update(readFileSync(s));
   hash.update(JSON.stringify([BARE_CFLAGS, extraFlags]));
   hash.update(readFileSync(join(repoRoot(), 'src', 'guest', 'bare', 'link.ld')));
   const dir = join(repoRoot(), 'build', 'bare');
@@ -25,7 +27,10 @@ export function buildBareProgram(name: string, sources: readonly string[], extra
   mkdirSync(dir, { recursive: true });
   try {
     const script = join(repoRoot(), 'src', 'guest', 'bare', 'link.ld');
-    execFileSync('riscv64-linux-gnu-gcc', [...BARE_CFLAGS, '-T', script, ...extraFlags, ...sources, '-o', out], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // Build to a private name, then rename: concurrent test processes may build the same program.
+    const tmp = `${out}.tmp-${process.pid}`;
+    execFileSync('riscv64-linux-gnu-gcc', [...BARE_CFLAGS, '-T', script, ...extraFlags, ...sources, '-o', tmp], { stdio: ['ignore', 'ignore', 'pipe'] });
+    renameSync(tmp, out);
   } catch (err) {
     const e = err as { code?: string; stderr?: Buffer };
     if (e.code === 'ENOENT') throw new FerryError('TOOL_MISSING', 'riscv64-linux-gnu-gcc not found: run scripts/install-deps.sh');
