@@ -36,6 +36,11 @@ const SLICE = 200_000;
 const YIELD_MS = 20;
 const MAX_SLEEP_MS = 1000;
 
+/** The RTC's time source: host wall-clock time in ns since the epoch. */
+function wallClockNs(): bigint {
+  return BigInt(Date.now()) * 1_000_000n;
+}
+
 export type BootSpec =
   | { readonly kind: 'linux'; readonly kernel: Uint8Array; readonly initrd?: Uint8Array; readonly cmdline: string }
   | { readonly kind: 'bare'; readonly elf: Uint8Array };
@@ -96,7 +101,7 @@ export class Machine {
       setMsip: (level) => cpu.setIrqLine(IRQ_MSI, level ? 1 : 0),
     }]);
     this.syscon = new Syscon((e) => this.onSyscon(e));
-    this.rtc = new GoldfishRtc(() => BigInt(Date.now()) * 1_000_000n, this.plic.irqLine(VIRT_RTC.irq));
+    this.rtc = new GoldfishRtc(wallClockNs, this.plic.irqLine(VIRT_RTC.irq));
     this.bus.map(VIRT_TEST.base, VIRT_TEST.size, this.syscon);
     this.bus.map(VIRT_RTC.base, VIRT_RTC.size, this.rtc);
     this.bus.map(VIRT_CLINT.base, VIRT_CLINT.size, this.clint);
@@ -188,6 +193,7 @@ export class Machine {
           default:
             break;
         }
+        this.rtc.poll();
         const now = performance.now();
         if (now - lastYield >= YIELD_MS) {
           await yieldToEventLoop();
@@ -204,11 +210,14 @@ export class Machine {
     const cpu = this.vcpu.exports;
     if (cpu.interruptPending()) return;
     const deadline = BigInt.asUintN(64, cpu.nextTimerDeadline());
-    const ms = deadline === (1n << 64n) - 1n ? MAX_SLEEP_MS : Math.min(MAX_SLEEP_MS, this.clock.msUntil(deadline));
-    if (ms <= 0) return;
+    let ms = deadline === (1n << 64n) - 1n ? MAX_SLEEP_MS : Math.min(MAX_SLEEP_MS, this.clock.msUntil(deadline));
+    const alarm = this.rtc.nextDeadlineNs();
+    if (alarm !== undefined) ms = Math.min(ms, Math.max(0, Number(alarm - wallClockNs()) / 1e6));
+    if (ms <= 0) { this.rtc.poll(); return; }
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => { this.wake = undefined; resolve(); }, ms);
       this.wake = () => { clearTimeout(timer); resolve(); };
     });
+    this.rtc.poll();
   }
 }
