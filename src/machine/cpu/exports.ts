@@ -28,6 +28,7 @@ export interface CpuExports {
   getMipHw(): bigint;
   getMipSw(): bigint;
   setMipSw(v: bigint): void;
+  setMipHw(v: bigint): void;
   setIrqLine(bit: number, level: number): void;
   raiseSoftwareIrq(bit: number): void;
   requestExit(): void;

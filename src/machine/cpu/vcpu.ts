@@ -8,6 +8,10 @@ import { dirname, join } from 'node:path';
 import { CpuExports, CpuHostImports, ExitReason } from './exports.js';
 import { MemoryLayout } from '../memory/guest-memory.js';
 import { FerryError } from '../../errors.js';
+import { CSR_NUMBERS, CsrState, VcpuState } from './cpu-state.js';
+import { checkArray, checkU64, checkUint } from '../state-check.js';
+
+const u64 = (v: bigint): string => BigInt.asUintN(64, v).toString();
 
 const WASM_PAGE = 65536;
 let cachedModule: WebAssembly.Module | undefined;
@@ -79,4 +83,52 @@ export class Vcpu {
   set pc(v: bigint) { this.exports.setPc(BigInt.asUintN(64, v)); }
   get priv(): number { return this.exports.getPriv(); }
   get instret(): bigint { return BigInt.asUintN(64, this.exports.getInstret()); }
+
+  save(): VcpuState {
+    const e = this.exports;
+    const csr = {} as Record<keyof CsrState, string>;
+    for (const [name, num] of Object.entries(CSR_NUMBERS) as [keyof CsrState, number][]) csr[name] = u64(e.getCsr(num));
+    return {
+      pc: u64(e.getPc()),
+      priv: e.getPriv(),
+      x: Array.from(this.x, (v) => v.toString()),
+      f: Array.from(this.f, (v) => v.toString()),
+      csr,
+      mipSoftware: u64(e.getMipSw()),
+      mipLines: u64(e.getMipHw()),
+      mtimecmp: u64(e.getMtimecmp()),
+      sbiTimecmp: u64(e.getSbiTimecmp()),
+      reservation: u64(e.getReservation()),
+    };
+  }
+
+  /** Restores a saved hart. The whole state is validated before anything changes. */
+  restore(s: VcpuState): void {
+    const who = 'cpu';
+    const priv = checkUint(who, 'priv', s.priv, 3);
+    if (priv === 2) throw new FerryError('DEVICE_STATE_INVALID', 'cpu: field priv must be 0, 1 or 3');
+    const x = checkArray(who, 'x', s.x, 32).map((v, i) => checkU64(who, `x[${i}]`, v));
+    const f = checkArray(who, 'f', s.f, 32).map((v, i) => checkU64(who, `f[${i}]`, v));
+    if (typeof s.csr !== 'object' || s.csr === null) throw new FerryError('DEVICE_STATE_INVALID', 'cpu: field csr must be an object');
+    const csrs = (Object.keys(CSR_NUMBERS) as (keyof CsrState)[]).map((name) => [CSR_NUMBERS[name], checkU64(who, `csr.${name}`, s.csr[name])] as const);
+    const pc = checkU64(who, 'pc', s.pc);
+    const mipSw = checkU64(who, 'mipSoftware', s.mipSoftware);
+    const mipHw = checkU64(who, 'mipLines', s.mipLines);
+    const mtimecmp = checkU64(who, 'mtimecmp', s.mtimecmp);
+    const sbiTimecmp = checkU64(who, 'sbiTimecmp', s.sbiTimecmp);
+    const reservation = checkU64(who, 'reservation', s.reservation);
+
+    const e = this.exports;
+    for (const [num, v] of csrs) e.setCsr(num, v);
+    x.forEach((v, i) => { this.x[i] = v; });
+    f.forEach((v, i) => { this.f[i] = v; });
+    e.setMipSw(mipSw);
+    e.setMipHw(mipHw);
+    e.setMtimecmp(mtimecmp);
+    e.setSbiTimecmp(sbiTimecmp);
+    e.setReservation(reservation);
+    e.setPriv(priv);
+    e.setPc(pc);
+    e.tlbFlush();
+  }
 }

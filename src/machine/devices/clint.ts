@@ -7,7 +7,7 @@
 
 import type { AccessSize, MmioDevice } from './types.js';
 import { DeviceConfigError } from './errors.js';
-import { checkArray, checkBool, checkU64 } from './state-check.js';
+import { checkArray, checkBool, checkU64 } from '../state-check.js';
 
 export const CLINT_SIZE = 0x10000;
 const MSIP_BASE = 0x0;

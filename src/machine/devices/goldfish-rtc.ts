@@ -6,7 +6,7 @@
 // can use nextDeadlineNs() to sleep precisely); register accesses poll too.
 
 import type { AccessSize, IrqLine, MmioDevice } from './types.js';
-import { checkBool, checkI64, checkU64, checkUint } from './state-check.js';
+import { checkBool, checkI64, checkU64, checkUint } from '../state-check.js';
 
 export const GOLDFISH_RTC_SIZE = 0x1000;
 const TIME_LOW = 0x00;

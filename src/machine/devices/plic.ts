@@ -5,7 +5,7 @@
 
 import type { AccessSize, HartInterruptSink, IrqLine, MmioDevice } from './types.js';
 import { DeviceConfigError, DeviceStateError } from './errors.js';
-import { checkArray, checkBool, checkUint } from './state-check.js';
+import { checkArray, checkBool, checkUint } from '../state-check.js';
 
 export const PLIC_SIZE = 0x600000;
 const PRIORITY_BASE = 0x0;

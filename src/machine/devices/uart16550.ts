@@ -3,7 +3,7 @@
 // the interrupt bookkeeping Linux's 8250 driver relies on.
 
 import type { AccessSize, ConsoleBackend, IrqLine, MmioDevice } from './types.js';
-import { checkArray, checkBool, checkUint } from './state-check.js';
+import { checkArray, checkBool, checkUint } from '../state-check.js';
 import { DeviceStateError } from './errors.js';
 
 const REG_RBR_THR_DLL = 0;

@@ -71,6 +71,7 @@ export function run(budget: i32): i32 {
     if (S.exitReason != EXIT_BUDGET) break;
   }
   S.instret += <u64>done;
+  setSliceRetired(0);
   return S.exitReason;
 }
 

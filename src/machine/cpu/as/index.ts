@@ -113,3 +113,4 @@ export function tlbFlush(): void { flushTlbAll(); }
 export function dirtyLogClear(pages: u32): void { memory.fill(DIRTY_LOG, 0, pages); flushTlbWrites(); }
 /** Clears the access log; every TLB entry goes, so the next touch of any page re-marks it. */
 export function accessLogClear(pages: u32): void { memory.fill(ACCESS_LOG, 0, pages); flushTlbAll(); }
+export function setMipHw(v: u64): void { S.mipHw = v; S.breakChunk = true; }

@@ -1,6 +1,6 @@
-// Restore paths validate their input: a snapshot may come from another ferry version or a
+// Restore paths (devices and the CPU) validate their input: a snapshot may come from another ferry version or a
 // corrupt stream, and a half-restored device is worse than a refused migration.
-import { DeviceStateError } from './errors.js';
+import { DeviceStateError } from './devices/errors.js';
 
 export function checkUint(device: string, field: string, v: unknown, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) {
