@@ -13,7 +13,7 @@ import { Plic } from '../devices/plic.js';
 import { Clint } from '../devices/clint.js';
 import { Syscon, SysconEvent } from '../devices/syscon.js';
 import { GoldfishRtc } from '../devices/goldfish-rtc.js';
-import { VIRT_CLINT, VIRT_PLIC, VIRT_RTC, VIRT_TEST, VIRT_UART0 } from '../devices/virt-map.js';
+import { VIRT_CLINT, VIRT_PLIC, VIRT_RTC, VIRT_TEST, VIRT_UART0, VIRT_VIRTIO, virtioSlot } from '../devices/virt-map.js';
 import type { AccessSize, ConsoleBackend, HartInterruptSink } from '../devices/types.js';
 import { Sbi } from '../sbi/sbi.js';
 import type { SbiHart } from '../sbi/types.js';
@@ -22,6 +22,8 @@ import { GuestClock } from '../clock.js';
 import { loadElf } from './elf.js';
 import { planLinuxBoot } from './linux.js';
 import { FerryError } from '../../errors.js';
+import { VirtioMmio } from '../devices/virtio/mmio.js';
+import type { VirtioDevice } from '../devices/virtio/device.js';
 
 /** ISA advertised to the guest. Sstc lets Linux program its timer without SBI calls. */
 export const GUEST_ISA = ['i', 'm', 'a', 'f', 'd', 'c', 'zicsr', 'zifencei', 'zicntr', 'sstc'];
@@ -49,6 +51,9 @@ export interface MachineOptions {
   readonly ramBytes: number;
   readonly console: ConsoleBackend;
   readonly boot: BootSpec;
+  /** virtio devices, placed in virtio-mmio slots 0, 1, ... in this order. Built against the
+   * machine's guest memory, hence a factory. */
+  readonly virtio?: (memory: GuestMemory) => VirtioDevice[];
 }
 
 export type MachineExit =
@@ -69,6 +74,7 @@ export class Machine {
   readonly syscon: Syscon;
   readonly rtc: GoldfishRtc;
   readonly sbi: Sbi | undefined;
+  readonly virtio: VirtioMmio[];
   private exit: MachineExit | undefined;
   private wake: (() => void) | undefined;
   private running = false;
@@ -107,6 +113,14 @@ export class Machine {
     this.bus.map(VIRT_CLINT.base, VIRT_CLINT.size, this.clint);
     this.bus.map(VIRT_PLIC.base, VIRT_PLIC.size, this.plic);
     this.bus.map(VIRT_UART0.base, VIRT_UART0.size, this.uart);
+    const devices = opts.virtio?.(this.memory) ?? [];
+    if (devices.length > VIRT_VIRTIO.count) throw new FerryError('MACHINE_CONFIG', `at most ${VIRT_VIRTIO.count} virtio devices`);
+    this.virtio = devices.map((d, i) => {
+      const slot = virtioSlot(i);
+      const transport = new VirtioMmio(d, this.memory, this.plic.irqLine(slot.irq));
+      this.bus.map(slot.base, slot.size, transport);
+      return transport;
+    });
     this.sbi = sbiInMachine ? new Sbi(this.sbiHart(), this.memory, opts.console) : undefined;
     this.load(opts.boot);
   }
@@ -137,6 +151,7 @@ export class Machine {
       hartCount: 1,
       isaExtensions: GUEST_ISA,
       bootargs: boot.cmdline,
+      virtio: this.virtio.map((_, index) => ({ index })),
       ...(plan.initrd ? { initrd: plan.initrd } : {}),
     });
     if (dtb.length > dtbMax) throw new FerryError('BOOT_INVALID', 'device tree is larger than its slot');
