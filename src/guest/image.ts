@@ -19,7 +19,7 @@ import {
 import { GuestImageError } from './errors.js';
 import { requireTools } from './exec.js';
 import { buildInitramfs } from './initramfs.js';
-import { WANTED_MODULES, modulesDep, selectModules } from './modules.js';
+import { ON_DEMAND_MODULES, WANTED_MODULES, modulesDep, selectModules } from './modules.js';
 import { guestSourceDir, repoRoot } from './paths.js';
 
 export interface GuestImage {
@@ -88,6 +88,7 @@ export function inputHash(packages: GuestImageManifest['packages']): string {
   part('busybox', `${packages.busybox.name}=${packages.busybox.version}`);
   part('init', readFileSync(initScriptPath()));
   part('modules', WANTED_MODULES.join(','));
+  part('on-demand modules', ON_DEMAND_MODULES.join(','));
   part('cflags', GUEST_CFLAGS.join(' '));
   for (const p of GUEST_PROGRAMS) part(`program:${p}`, readFileSync(programSource(p)));
   const here = dirname(fileURLToPath(import.meta.url));
@@ -206,7 +207,8 @@ async function build(cacheDir: string, mirror: string, packages: GuestImageManif
     const busybox = [join(root, 'usr/bin/busybox'), join(root, 'bin/busybox')].find((f) => existsSync(f));
     if (!busybox) throw new GuestImageError('GUEST_NO_BUSYBOX', `no busybox binary in ${packages.busybox.name}`);
 
-    const sel = await selectModules(modulesDir);
+    const atBoot = new Set((await selectModules(modulesDir)).modules.map((m) => m.name));
+    const sel = await selectModules(modulesDir, [...WANTED_MODULES, ...ON_DEMAND_MODULES]);
     log(`modules: ${sel.modules.map((m) => m.name).join(' ')}` +
       (sel.builtin.length ? `; built in: ${sel.builtin.join(' ')}` : '') +
       (sel.missing.length ? `; NOT AVAILABLE: ${sel.missing.join(' ')}` : ''));
@@ -233,7 +235,7 @@ async function build(cacheDir: string, mirror: string, packages: GuestImageManif
       kernelVersion,
       init: readFileSync(initScriptPath(), 'utf8'),
       busybox: readFileSync(busybox),
-      modules: sel.modules,
+      modules: sel.modules.map((m) => ({ ...m, loadAtBoot: atBoot.has(m.name) })),
       modulesDep: modulesDep(sel.modules),
       programs,
       imageInfo: info,

@@ -39,6 +39,8 @@ export interface InitramfsModule {
   /** Path under /lib/modules/<version>/, e.g. kernel/drivers/net/virtio_net.ko */
   relPath: string;
   data: Uint8Array;
+  /** Listed in /etc/ferry/modules for /init to load; the others wait for modprobe. */
+  loadAtBoot: boolean;
 }
 
 export interface InitramfsInput {
@@ -94,7 +96,7 @@ export function initramfsEntries(input: InitramfsInput): CpioEntry[] {
   ensureDir(modDir);
   for (const m of input.modules) put({ type: 'file', path: `${modDir}/${m.relPath}`, data: m.data, mode: 0o644 });
   put({ type: 'file', path: `${modDir}/modules.dep`, data: text(input.modulesDep) });
-  put({ type: 'file', path: 'etc/ferry/modules', data: text(input.modules.map((m) => `${m.relPath}\n`).join('')) });
+  put({ type: 'file', path: 'etc/ferry/modules', data: text(input.modules.filter((m) => m.loadAtBoot).map((m) => `${m.relPath}\n`).join('')) });
   put({ type: 'file', path: 'etc/ferry/image', data: text(input.imageInfo) });
   put({ type: 'file', path: 'etc/ferry/shrc', data: text(SHELL_RC) });
 

@@ -63,12 +63,14 @@ const fakeModules: ResolvedModule[] = [
   { name: 'failover', relPath: 'kernel/net/core/failover.ko', source: '', data: Buffer.from('F'), depends: [] },
   { name: 'net_failover', relPath: 'kernel/drivers/net/net_failover.ko', source: '', data: Buffer.from('N'), depends: ['failover'] },
   { name: 'virtio_net', relPath: 'kernel/drivers/net/virtio_net.ko', source: '', data: Buffer.from('V'), depends: ['net_failover'] },
+  { name: 'ext4', relPath: 'kernel/fs/ext4/ext4.ko', source: '', data: Buffer.from('E'), depends: [] },
 ];
 const input: InitramfsInput = {
   kernelVersion: '6.12.0-test',
   init,
   busybox: Buffer.from('busybox'),
-  modules: fakeModules,
+  // ext4 ships in the image but is left for modprobe.
+  modules: fakeModules.map((m) => ({ ...m, loadAtBoot: m.name !== 'ext4' })),
   modulesDep: modulesDep(fakeModules),
   programs: [{ name: 'heartbeat', data: Buffer.from('hb') }],
   imageInfo: 'x=1\n',
@@ -93,10 +95,12 @@ test('initramfs layout', () => {
   assert.equal(byName.get('usr/bin/heartbeat')?.mode, 0o755);
   assert.equal(byName.get('etc/ferry/modules')?.data.toString(),
     'kernel/net/core/failover.ko\nkernel/drivers/net/net_failover.ko\nkernel/drivers/net/virtio_net.ko\n');
+  assert.equal(byName.get('lib/modules/6.12.0-test/kernel/fs/ext4/ext4.ko')?.data.toString(), 'E');
   assert.equal(byName.get('lib/modules/6.12.0-test/modules.dep')?.data.toString(),
     'kernel/net/core/failover.ko:\n' +
     'kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko\n' +
-    'kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko\n');
+    'kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko\n' +
+    'kernel/fs/ext4/ext4.ko:\n');
   assert.ok(byName.has('lib/modules/6.12.0-test/kernel/drivers/net/virtio_net.ko'));
   // Every member's parent directory comes before it: the kernel's unpacker needs that.
   const seen = new Set<string>();
