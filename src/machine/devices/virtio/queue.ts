@@ -75,6 +75,12 @@ export class Virtqueue {
     return this.walk(head);
   }
 
+  /** Re-reads the chain starting at descriptor `head` (to replay an in-flight request after a
+   * restore: the descriptors stay the driver's until the device returns them). */
+  chainAt(head: number): DescriptorChain {
+    return this.walk(head);
+  }
+
   /** Returns a chain to the driver with `written` bytes placed in its writable segments. */
   push(head: number, written: number): void {
     const m = this.memory;
