@@ -5,10 +5,12 @@ import { readFileSync } from 'node:fs';
 import { parseFlags, parseMemory } from './args.js';
 import { UsageError } from './errors.js';
 import { TerminalConsole } from './terminal.js';
-import { Machine, MachineExit } from '../machine/boot/machine.js';
+import { Machine, MachineExit, MachineOptions } from '../machine/boot/machine.js';
+import type { GuestMemory } from '../machine/memory/guest-memory.js';
 import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../machine/console/shell.js';
 import { ensureGuestImage } from '../guest/image.js';
 import { GUEST_CMDLINE } from '../guest/cmdline.js';
+import { DeviceSpecError, VmDevices, parseDiskSpec } from '../vm/devices.js';
 
 
 
@@ -18,6 +20,8 @@ const HELP = `usage: ferry run [options]
       --kernel FILE     RISC-V Linux Image (default: the built guest image)
       --initramfs FILE  initramfs (default: the built guest image)
       --append ARGS     kernel command line (default "${GUEST_CMDLINE}")
+      --disk SPEC       add a virtio disk: FILE[,ro], file:FILE[,ro] or nbd://HOST:PORT[/EXPORT]
+                        (repeatable; the first is /dev/vda)
       --exec CMD        run CMD in the guest shell, print its output, power off, exit with its status
       --timeout SEC     with --exec: give up after SEC seconds (default 300)`;
 
@@ -27,6 +31,7 @@ const FLAGS = {
   initramfs: { type: 'string' },
   append: { type: 'string', default: GUEST_CMDLINE },
   exec: { type: 'string' },
+  disk: { type: 'string', multiple: true },
   timeout: { type: 'string', default: '300' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -50,13 +55,22 @@ export async function runCommand(argv: string[]): Promise<number> {
   const kernel = readFileSync(kernelPath);
   const initrd = initrdPath !== undefined ? readFileSync(initrdPath) : undefined;
   const boot = { kind: 'linux', kernel, cmdline: values.append, ...(initrd ? { initrd } : {}) } as const;
+  let disks;
+  try {
+    disks = (values.disk ?? []).map(parseDiskSpec);
+  } catch (err) {
+    if (err instanceof DeviceSpecError) throw new UsageError(err.message);
+    throw err;
+  }
+  await using devices = await VmDevices.open({ disks, rng: true });
+  const base = { ramBytes, boot, virtio: (mem: GuestMemory) => devices.models(mem) };
 
-  if (values.exec !== undefined) return runExec(ramBytes, boot, values.exec, timeoutS * 1000);
+  if (values.exec !== undefined) return await runExec(base, values.exec, timeoutS * 1000);
 
   let machine: Machine | undefined;
   const terminal = new TerminalConsole(() => machine?.stop());
   try {
-    machine = new Machine({ ramBytes, console: terminal, boot });
+    machine = new Machine({ ...base, console: terminal });
     const exit = await machine.run();
     return report(exit);
   } finally {
@@ -64,9 +78,9 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
 }
 
-async function runExec(ramBytes: number, boot: ConstructorParameters<typeof Machine>[0]['boot'], command: string, timeoutMs: number): Promise<number> {
+async function runExec(base: Omit<MachineOptions, 'console'>, command: string, timeoutMs: number): Promise<number> {
   const driver = new ConsoleDriver();
-  const machine = new Machine({ ramBytes, console: driver, boot });
+  const machine = new Machine({ ...base, console: driver });
   const running = machine.run();
   const deadline = setTimeout(() => machine.stop(), timeoutMs);
   try {
