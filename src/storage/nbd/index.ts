@@ -1,0 +1,1 @@
+export { NbdBackend, type NbdBackendOptions, type NbdState } from './client.js';
