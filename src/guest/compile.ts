@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { run } from './exec.js';
 import { guestSourceDir } from './paths.js';
 
-export const GUEST_PROGRAMS: readonly string[] = ['heartbeat', 'memwriter'];
+export const GUEST_PROGRAMS: readonly string[] = ['heartbeat', 'memwriter', 'netserver', 'gameserver'];
 export const GUEST_CC = 'riscv64-linux-gnu-gcc';
 /** -s: symbols are dead weight in an initramfs the emulator has to load on every boot. */
 export const GUEST_CFLAGS: readonly string[] = ['-O2', '-static', '-s', '-Wall', '-Wextra', '-std=gnu11'];

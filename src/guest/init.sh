@@ -49,6 +49,9 @@ if [ -n "$ferry_ip" ]; then
 		ip link set eth0 up
 		ip addr add "$ferry_ip" dev eth0
 		[ -n "$ferry_gw" ] && ip route add default via "$ferry_gw"
+		# A page to fetch from outside: the quickest proof the VM answers at its address.
+		sed -i "s/@HOSTNAME@/$(hostname)/g" /var/www/index.html
+		httpd -p 80 -h /var/www
 	else
 		echo "ferry-guest: ferry.ip given but no eth0"
 	fi

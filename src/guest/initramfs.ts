@@ -29,6 +29,15 @@ export const BUSYBOX_APPLETS: readonly string[] = [
  */
 const POWER_WRAPPERS: readonly string[] = ['poweroff', 'reboot', 'halt'];
 
+/**
+ * Served by busybox httpd when /init configures networking, so "is the VM reachable after the
+ * move" is one `curl`. /init substitutes the hostname at boot.
+ */
+export const WWW_INDEX = `<!DOCTYPE html>
+<html><head><title>ferry guest @HOSTNAME@</title></head>
+<body><h1>ferry guest @HOSTNAME@</h1><p>Served by busybox httpd inside a ferry VM.</p></body></html>
+`;
+
 /** Read by every interactive shell through ENV (exported by /init). */
 export const SHELL_RC = `# ferry guest: sourced by interactive shells via $ENV
 PS1='ferry# '
@@ -100,6 +109,7 @@ export function initramfsEntries(input: InitramfsInput): CpioEntry[] {
   put({ type: 'file', path: 'etc/ferry/image', data: text(input.imageInfo) });
   put({ type: 'file', path: 'etc/ferry/shrc', data: text(SHELL_RC) });
 
+  put({ type: 'file', path: 'var/www/index.html', data: text(WWW_INDEX), mode: 0o644 });
   put({ type: 'file', path: 'etc/hostname', data: text('ferry\n') });
   // Enough for `id`, `ls -l` and `whoami` to print names instead of numbers.
   put({ type: 'file', path: 'etc/passwd', data: text('root:x:0:0:root:/root:/bin/sh\n') });
