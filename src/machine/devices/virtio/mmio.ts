@@ -195,20 +195,31 @@ export class VirtioMmio implements MmioDevice {
     const status = checkUint(n, 'status', s.status, 0xff);
     const driverFeatures = checkU64(n, 'driverFeatures', s.driverFeatures);
     const interruptStatus = checkUint(n, 'interruptStatus', s.interruptStatus, 3);
+    const deviceFeaturesSel = checkUint(n, 'deviceFeaturesSel', s.deviceFeaturesSel, 0xffff_ffff);
+    const driverFeaturesSel = checkUint(n, 'driverFeaturesSel', s.driverFeaturesSel, 0xffff_ffff);
+    const queueSel = checkUint(n, 'queueSel', s.queueSel, 0xffff_ffff);
+    const configGeneration = checkUint(n, 'configGeneration', s.configGeneration, 0xffff_ffff);
     const queues = checkArray(n, 'queues', s.queues, this.queues.length) as QueueState[];
     const scratch = queues.map((qs, i) => { const q = new Virtqueue(this.queues[i]!.maxSize, this.memory, n, () => false); q.restore(qs); return q; });
-    this.status = status;
-    this.driverFeatures = driverFeatures;
-    this.deviceFeaturesSel = checkUint(n, 'deviceFeaturesSel', s.deviceFeaturesSel, 0xffff_ffff);
-    this.driverFeaturesSel = checkUint(n, 'driverFeaturesSel', s.driverFeaturesSel, 0xffff_ffff);
-    this.queueSel = checkUint(n, 'queueSel', s.queueSel, 0xffff_ffff);
-    this.configGeneration = checkUint(n, 'configGeneration', s.configGeneration, 0xffff_ffff);
-    this.interruptStatus = interruptStatus;
-    scratch.forEach((q, i) => this.queues[i]!.restore(q.save()));
+    // The device validates its own part; if it refuses, the transport must be left as it was.
+    const previous = this.save();
+    this.applyTransport(status, driverFeatures, deviceFeaturesSel, driverFeaturesSel, queueSel, configGeneration, interruptStatus, scratch.map((q) => q.save()));
+    try {
+      this.device.restore(s.device, this.active ? this.context : undefined);
+    } catch (e) {
+      this.applyTransport(previous.status, BigInt(previous.driverFeatures), previous.deviceFeaturesSel, previous.driverFeaturesSel,
+        previous.queueSel, previous.configGeneration, previous.interruptStatus, previous.queues);
+      throw e;
+    }
+    this.irq.set(this.interruptStatus !== 0);
+  }
+
+  private applyTransport(status: number, driverFeatures: bigint, deviceFeaturesSel: number, driverFeaturesSel: number,
+    queueSel: number, configGeneration: number, interruptStatus: number, queues: readonly QueueState[]): void {
+    Object.assign(this, { status, driverFeatures, deviceFeaturesSel, driverFeaturesSel, queueSel, configGeneration, interruptStatus });
+    queues.forEach((q, i) => this.queues[i]!.restore(q));
     this.active = (status & STATUS_DRIVER_OK) !== 0;
     Object.assign(this.context, { queues: this.queues, features: this.driverFeatures });
-    this.device.restore(s.device, this.active ? this.context : undefined);
-    this.irq.set(this.interruptStatus !== 0);
   }
 }
 

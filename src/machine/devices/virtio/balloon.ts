@@ -1,0 +1,254 @@
+// virtio-balloon (virtio 1.2 §5.5) with free page reporting. Two uses for migration: pages the
+// guest put in the balloon, and free pages it reported, hold nothing the guest will read back,
+// so the migration engine can send them as zero pages instead of their stale contents.
+//
+// Free page reporting contract (what the migration engine may rely on):
+//  - When the guest reports a range, the device *discards* it: every whole 4 KiB page in it is
+//    zero-filled through GuestMemory (so the dirty log marks it like any device write) and
+//    `free[page]` is set. The spec allows this: without VIRTIO_BALLOON_F_PAGE_POISON (never
+//    offered) the driver must not assume a reported page keeps its contents, and Linux turns
+//    reporting off when it would care (init_on_free, page poisoning).
+//  - `free` is a hint, not a promise: CPU stores bypass the device, so after a report the guest
+//    may reallocate and write a page without the device knowing. `isReportedFree(page)` checks:
+//    it is true only if the page is marked *and* reads as all zeros right now (and unmarks the
+//    page otherwise). A page for which it returns true has the same contents as a fresh zeroed
+//    page, so an engine may skip it whenever the destination's copy is known to be zero (the
+//    first pass over a fresh destination). In later passes a page that was sent before and is
+//    dirty again must be sent (as a zero page) even if it is reported free. Writes after the
+//    check are caught by the engine's ordinary dirty tracking; nothing else is needed.
+//  - The dirty log is never read or cleared here.
+// Ballooned (inflated) pages get the same treatment: zeroed on inflate, `isBallooned(page)`.
+
+import type { VirtioDevice, VirtioDeviceContext } from './device.js';
+import { DEVICE_ID_BALLOON } from './constants.js';
+import { readChain, type DescriptorChain } from './queue.js';
+import { VirtioGuestError } from './errors.js';
+import { GuestMemory, PAGE_SHIFT, PAGE_SIZE } from '../../memory/guest-memory.js';
+import { checkArray, checkBool, checkUint } from '../../state-check.js';
+import { DeviceStateError } from '../errors.js';
+
+export const BALLOON_F_REPORTING = 1n << 5n;
+
+export const INFLATE_QUEUE = 0;
+export const DEFLATE_QUEUE = 1;
+/** Linux numbers queues by feature, skipping absent ones; without STATS_VQ and FREE_PAGE_HINT
+ * the reporting queue is the third. */
+export const REPORTING_QUEUE = 2;
+
+/** Linux refuses reporting with a queue smaller than PAGE_REPORTING_CAPACITY (32). */
+const QUEUE_SIZE = 128;
+/** Balloon PFNs are in 4 KiB units whatever the guest's page size (VIRTIO_BALLOON_PFN_SHIFT). */
+const PFN_SHIFT = 12;
+/** Linux sends at most 256 PFNs per buffer; allow slack, refuse absurd chains. */
+const MAX_PFN_BYTES = 64 * 1024;
+
+/** Page ranges as [first, count] pairs: compact for the long runs both maps hold. */
+export type PageRuns = number[];
+
+export interface VirtioBalloonState {
+  numPages: number;
+  actual: number;
+  broken: boolean;
+  ballooned: PageRuns;
+  free: PageRuns;
+}
+
+export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
+  readonly name = 'balloon';
+  readonly deviceId = DEVICE_ID_BALLOON;
+  readonly features = BALLOON_F_REPORTING;
+  readonly queueSizes = [QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE];
+  /** Per guest page: 1 = reported free and zeroed at report time (a hint; see above). */
+  readonly free: Uint8Array;
+  /** Per guest page: 1 = in the balloon (inflated, not yet deflated). */
+  readonly ballooned: Uint8Array;
+  /** Number of reports (buffers on the reporting queue) processed since boot. */
+  reports = 0;
+  private freeCount = 0;
+  private balloonCount = 0;
+  /** Target size in pages, set by the host (config num_pages). */
+  private numPages = 0;
+  /** Pages the driver says it holds (config actual). */
+  private actual = 0;
+  private ctx: VirtioDeviceContext | undefined;
+  private broken = false;
+
+  constructor(private readonly memory: GuestMemory) {
+    this.free = new Uint8Array(memory.pageCount);
+    this.ballooned = new Uint8Array(memory.pageCount);
+  }
+
+  /** See the contract at the top of this file. Clears the mark of a page that was rewritten. */
+  isReportedFree(page: number): boolean {
+    if (this.free[page] !== 1) return false;
+    if (isZeroPage(this.memory.bytes, page * PAGE_SIZE)) return true;
+    this.free[page] = 0;
+    this.freeCount--;
+    return false;
+  }
+
+  /** Pages currently marked reported-free (marks are dropped lazily by isReportedFree). */
+  reportedFreePages(): number { return this.freeCount; }
+
+  isBallooned(page: number): boolean { return this.ballooned[page] === 1; }
+  balloonedPages(): number { return this.balloonCount; }
+
+  /** Host side: ask the guest to hold `pages` 4 KiB pages in the balloon. */
+  setTarget(pages: number): void {
+    this.numPages = checkUint('virtio-balloon', 'target', pages, 0xffff_ffff);
+    this.ctx?.notifyConfigChange();
+  }
+
+  get target(): number { return this.numPages; }
+  get actualPages(): number { return this.actual; }
+
+  readConfig(offset: number, size: 1 | 2 | 4): number {
+    // virtio_balloon_config: num_pages u32, actual u32 (the rest belongs to unoffered features).
+    const cfg = new DataView(new ArrayBuffer(8));
+    cfg.setUint32(0, this.numPages, true);
+    cfg.setUint32(4, this.actual, true);
+    if (offset < 0 || offset + size > 8) return 0;
+    return size === 1 ? cfg.getUint8(offset) : size === 2 ? cfg.getUint16(offset, true) : cfg.getUint32(offset, true);
+  }
+
+  writeConfig(offset: number, size: 1 | 2 | 4, value: number): void {
+    // Only `actual` is driver-writable; Linux writes it whole.
+    if (offset === 4 && size === 4) this.actual = value >>> 0;
+  }
+
+  activate(ctx: VirtioDeviceContext): void {
+    this.ctx = ctx;
+    this.broken = false;
+  }
+
+  /** The balloon survives a driver reset in the page maps (the pages stay discarded; a new
+   * driver starts with an empty balloon and will reuse them, which the zero check tolerates). */
+  reset(): void {
+    this.ctx = undefined;
+    this.broken = false;
+    this.actual = 0;
+    this.ballooned.fill(0);
+    this.balloonCount = 0;
+  }
+
+  notify(queue: number): void {
+    const ctx = this.ctx;
+    const q = ctx?.queues[queue];
+    if (!ctx || !q || this.broken) return;
+    let used = false;
+    try {
+      for (let chain = q.pop(); chain; chain = q.pop()) {
+        if (queue === REPORTING_QUEUE) this.report(chain);
+        else this.pfns(chain, queue === INFLATE_QUEUE);
+        // Reporting drivers wait synchronously for this; return every buffer at once.
+        q.push(chain.head, 0);
+        used = true;
+      }
+    } catch (e) {
+      this.broken = true;
+      throw e;
+    } finally {
+      if (used) ctx.notifyUsed(queue);
+    }
+  }
+
+  private pfns(chain: DescriptorChain, inflate: boolean): void {
+    const len = chain.readable.reduce((n, s) => n + s.len, 0);
+    if (chain.writable.length > 0 || len % 4 !== 0 || len > MAX_PFN_BYTES) {
+      throw new VirtioGuestError('virtio-balloon', `PFN buffer of ${len} bytes with ${chain.writable.length} writable descriptors`);
+    }
+    const bytes = readChain(this.memory, chain.readable);
+    const view = new DataView(bytes.buffer);
+    const pages: number[] = [];
+    for (let at = 0; at < len; at += 4) {
+      const page = this.pageOf(BigInt(view.getUint32(at, true)) << BigInt(PFN_SHIFT));
+      if (page === undefined) throw new VirtioGuestError('virtio-balloon', `PFN 0x${view.getUint32(at, true).toString(16)} is outside guest RAM`);
+      pages.push(page);
+    }
+    for (const page of pages) {
+      if (inflate) {
+        if (this.ballooned[page] === 0) this.balloonCount++;
+        this.ballooned[page] = 1;
+        this.memory.fill(this.memory.ramBase + BigInt(page * PAGE_SIZE), PAGE_SIZE);
+      } else {
+        if (this.ballooned[page] === 1) this.balloonCount--;
+        this.ballooned[page] = 0;
+      }
+    }
+  }
+
+  /** A report: device-writable descriptors naming free guest ranges. Their contents are not
+   * read (the guest leaves them undefined); only the ranges matter. */
+  private report(chain: DescriptorChain): void {
+    if (chain.readable.length > 0) throw new VirtioGuestError('virtio-balloon', 'free page report with device-readable descriptors');
+    for (const s of chain.writable) {
+      // The queue already checked the range is inside RAM. Only whole pages are discarded.
+      const start = Number(s.addr - this.memory.ramBase);
+      const first = Math.ceil(start / PAGE_SIZE);
+      const end = Math.floor((start + s.len) / PAGE_SIZE);
+      if (end <= first) continue;
+      this.memory.fill(this.memory.ramBase + BigInt(first * PAGE_SIZE), (end - first) * PAGE_SIZE);
+      for (let p = first; p < end; p++) {
+        if (this.free[p] === 0) this.freeCount++;
+        this.free[p] = 1;
+      }
+    }
+    this.reports++;
+  }
+
+  private pageOf(gpa: bigint): number | undefined {
+    return this.memory.contains(gpa, PAGE_SIZE) ? Number((gpa - this.memory.ramBase) >> BigInt(PAGE_SHIFT)) : undefined;
+  }
+
+  save(): VirtioBalloonState {
+    return { numPages: this.numPages, actual: this.actual, broken: this.broken, ballooned: toRuns(this.ballooned), free: toRuns(this.free) };
+  }
+
+  restore(s: VirtioBalloonState, ctx: VirtioDeviceContext | undefined): void {
+    const n = 'virtio-balloon';
+    const numPages = checkUint(n, 'numPages', s.numPages, 0xffff_ffff);
+    const actual = checkUint(n, 'actual', s.actual, 0xffff_ffff);
+    const broken = checkBool(n, 'broken', s.broken);
+    const ballooned = fromRuns(n, 'ballooned', s.ballooned, this.memory.pageCount);
+    const free = fromRuns(n, 'free', s.free, this.memory.pageCount);
+    Object.assign(this, { numPages, actual, broken, ctx });
+    this.ballooned.set(ballooned);
+    this.free.set(free);
+    this.balloonCount = ballooned.reduce((a, b) => a + b, 0);
+    this.freeCount = free.reduce((a, b) => a + b, 0);
+  }
+}
+
+function isZeroPage(bytes: Uint8Array, off: number): boolean {
+  // Four bytes at a time when aligned: an engine's first pass runs this over most of RAM.
+  if ((bytes.byteOffset + off) % 4 === 0) {
+    const words = new Uint32Array(bytes.buffer, bytes.byteOffset + off, PAGE_SIZE / 4);
+    for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+    return true;
+  }
+  for (let i = off; i < off + PAGE_SIZE; i++) if (bytes[i] !== 0) return false;
+  return true;
+}
+
+function toRuns(map: Uint8Array): PageRuns {
+  const runs: number[] = [];
+  for (let p = 0; p < map.length;) {
+    if (map[p] === 0) { p++; continue; }
+    const first = p;
+    while (p < map.length && map[p] === 1) p++;
+    runs.push(first, p - first);
+  }
+  return runs;
+}
+
+function fromRuns(device: string, field: string, v: unknown, pages: number): Uint8Array {
+  const runs = checkArray(device, field, v);
+  if (runs.length % 2 !== 0) throw new DeviceStateError(device, `field ${field} must hold [first, count] pairs`);
+  const map = new Uint8Array(pages);
+  for (let i = 0; i < runs.length; i += 2) {
+    const first = checkUint(device, `${field}[${i}]`, runs[i], pages);
+    const count = checkUint(device, `${field}[${i + 1}]`, runs[i + 1], pages - first);
+    map.fill(1, first, first + count);
+  }
+  return map;
+}
