@@ -10,7 +10,7 @@ import type { GuestMemory } from '../machine/memory/guest-memory.js';
 import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../machine/console/shell.js';
 import { ensureGuestImage } from '../guest/image.js';
 import { GUEST_CMDLINE } from '../guest/cmdline.js';
-import { DeviceSpecError, VmDevices, parseDiskSpec } from '../vm/devices.js';
+import { DeviceSpec, DeviceSpecError, VmDevices, parseDiskSpec, parseMac, parseNetSpec, randomMac } from '../vm/devices.js';
 
 
 
@@ -22,6 +22,9 @@ const HELP = `usage: ferry run [options]
       --append ARGS     kernel command line (default "${GUEST_CMDLINE}")
       --disk SPEC       add a virtio disk: FILE[,ro], file:FILE[,ro] or nbd://HOST:PORT[/EXPORT]
                         (repeatable; the first is /dev/vda)
+      --net tap[:BRIDGE]  add a virtio NIC on a new TAP device, joined to BRIDGE if given
+      --mac MAC         the NIC's MAC address (default: random, locally administered)
+      --ip ADDR/PREFIX[,GATEWAY]  configure the guest's eth0 at boot
       --exec CMD        run CMD in the guest shell, print its output, power off, exit with its status
       --timeout SEC     with --exec: give up after SEC seconds (default 300)`;
 
@@ -32,6 +35,9 @@ const FLAGS = {
   append: { type: 'string', default: GUEST_CMDLINE },
   exec: { type: 'string' },
   disk: { type: 'string', multiple: true },
+  net: { type: 'string' },
+  mac: { type: 'string' },
+  ip: { type: 'string' },
   timeout: { type: 'string', default: '300' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -54,15 +60,10 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
   const kernel = readFileSync(kernelPath);
   const initrd = initrdPath !== undefined ? readFileSync(initrdPath) : undefined;
-  const boot = { kind: 'linux', kernel, cmdline: values.append, ...(initrd ? { initrd } : {}) } as const;
-  let disks;
-  try {
-    disks = (values.disk ?? []).map(parseDiskSpec);
-  } catch (err) {
-    if (err instanceof DeviceSpecError) throw new UsageError(err.message);
-    throw err;
-  }
-  await using devices = await VmDevices.open({ disks, rng: true });
+  const spec = deviceSpec(values);
+  const cmdline = values.ip ? `${values.append} ${ipParams(values.ip)}` : values.append;
+  const boot = { kind: 'linux', kernel, cmdline, ...(initrd ? { initrd } : {}) } as const;
+  await using devices = await VmDevices.open(spec);
   const base = { ramBytes, boot, virtio: (mem: GuestMemory) => devices.models(mem) };
 
   if (values.exec !== undefined) return await runExec(base, values.exec, timeoutS * 1000);
@@ -99,6 +100,29 @@ async function runExec(base: Omit<MachineOptions, 'console'>, command: string, t
   } finally {
     clearTimeout(deadline);
   }
+}
+
+function deviceSpec(values: { disk?: string[]; net?: string; mac?: string }): DeviceSpec {
+  try {
+    if (values.mac !== undefined && values.net === undefined) throw new UsageError('--mac needs --net');
+    const mac = values.mac !== undefined ? parseMac(values.mac) : randomMac();
+    return {
+      nets: values.net !== undefined ? [parseNetSpec(values.net, mac)] : [],
+      disks: (values.disk ?? []).map(parseDiskSpec),
+      rng: true,
+      balloon: true,
+    };
+  } catch (err) {
+    if (err instanceof DeviceSpecError) throw new UsageError(err.message);
+    throw err;
+  }
+}
+
+/** `ADDR/PREFIX[,GATEWAY]` -> the guest init's kernel parameters (src/guest/init.sh). */
+function ipParams(text: string): string {
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3}\/\d{1,2})(?:,(\d{1,3}(?:\.\d{1,3}){3}))?$/.exec(text);
+  if (!m) throw new UsageError(`invalid --ip '${text}' (expected ADDR/PREFIX[,GATEWAY])`);
+  return `ferry.ip=${m[1]}${m[2] ? ` ferry.gw=${m[2]}` : ''}`;
 }
 
 function guestDied(exit: MachineExit): never {

@@ -10,14 +10,28 @@ import { VirtioRng } from '../machine/devices/virtio/rng.js';
 import type { BlockBackend } from '../storage/backend.js';
 import { RawFileBackend } from '../storage/file.js';
 import { NbdBackend } from '../storage/nbd/client.js';
+import { VirtioNet } from '../machine/devices/virtio/net.js';
+import { VirtioBalloon } from '../machine/devices/virtio/balloon.js';
+import type { NetBackend } from '../net/backend.js';
+import { TapBackend } from '../net/tap.js';
+import { randomBytes } from 'node:crypto';
 
 export type DiskSpec =
   | { readonly kind: 'file'; readonly path: string; readonly readOnly: boolean }
   | { readonly kind: 'nbd'; readonly host: string; readonly port: number; readonly exportName: string };
 
+/** A NIC on a TAP in the VMM's network namespace, joined to `bridge` when given. */
+export interface NetSpec {
+  readonly kind: 'tap';
+  readonly bridge?: string;
+  readonly mac: Uint8Array;
+}
+
 export interface DeviceSpec {
+  readonly nets: readonly NetSpec[];
   readonly disks: readonly DiskSpec[];
   readonly rng: boolean;
+  readonly balloon: boolean;
 }
 
 export class DeviceSpecError extends FerryError {
@@ -40,34 +54,69 @@ export function parseDiskSpec(text: string): DiskSpec {
   return { kind: 'file', path, readOnly };
 }
 
+/** Parses `tap` or `tap:BRIDGE`. */
+export function parseNetSpec(text: string, mac: Uint8Array): NetSpec {
+  const m = /^tap(?::([A-Za-z0-9_.-]{1,15}))?$/.exec(text);
+  if (!m) throw new DeviceSpecError(`invalid network '${text}' (expected tap or tap:BRIDGE)`);
+  return m[1] ? { kind: 'tap', bridge: m[1], mac } : { kind: 'tap', mac };
+}
+
+/** Parses `aa:bb:cc:dd:ee:ff`; multicast addresses cannot be a NIC's. */
+export function parseMac(text: string): Uint8Array {
+  const parts = text.split(':');
+  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) throw new DeviceSpecError(`invalid MAC address '${text}'`);
+  const mac = Uint8Array.from(parts.map((p) => parseInt(p, 16)));
+  if (mac[0]! & 1) throw new DeviceSpecError(`MAC address '${text}' is multicast`);
+  return mac;
+}
+
+/** A random locally administered unicast MAC. */
+export function randomMac(): Uint8Array {
+  const mac = randomBytes(6);
+  mac[0] = (mac[0]! & 0xfc) | 0x02;
+  return mac;
+}
+
+export function formatMac(mac: Uint8Array): string {
+  return [...mac].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
 /** The opened backends of a VM, and the device models built on them. */
 export class VmDevices implements AsyncDisposable {
-  private constructor(private readonly spec: DeviceSpec, private readonly disks: BlockBackend[]) {}
+  private constructor(private readonly spec: DeviceSpec, private readonly nets: NetBackend[], private readonly disks: BlockBackend[]) {}
 
   static async open(spec: DeviceSpec): Promise<VmDevices> {
     const disks: BlockBackend[] = [];
+    const nets: NetBackend[] = [];
     try {
+      for (const n of spec.nets) {
+        const tap = await TapBackend.open();
+        nets.push(tap);
+        if (n.bridge) await tap.attachToBridge(n.bridge);
+      }
       for (const d of spec.disks) {
         disks.push(d.kind === 'file'
           ? await RawFileBackend.open(d.path, { readOnly: d.readOnly })
           : await NbdBackend.connect({ host: d.host, port: d.port, exportName: d.exportName }));
       }
     } catch (err) {
-      await Promise.allSettled(disks.map((b) => b.close()));
+      await Promise.allSettled([...nets, ...disks].map((b) => b.close()));
       throw err;
     }
-    return new VmDevices(spec, disks);
+    return new VmDevices(spec, nets, disks);
   }
 
-  /** For MachineOptions.virtio: disks (vda, vdb, ...) then the entropy source. */
+  /** For MachineOptions.virtio: NICs (eth0, ...), disks (vda, ...), entropy, balloon. */
   models(memory: GuestMemory): VirtioDevice[] {
-    const out: VirtioDevice[] = this.disks.map((b, i) => new VirtioBlock(memory, b, { serial: `ferry-disk${i}` }));
+    const out: VirtioDevice[] = this.nets.map((backend, i) => new VirtioNet(memory, { backend, mac: this.spec.nets[i]!.mac }));
+    out.push(...this.disks.map((b, i) => new VirtioBlock(memory, b, { serial: `ferry-disk${i}` })));
     if (this.spec.rng) out.push(new VirtioRng(memory));
+    if (this.spec.balloon) out.push(new VirtioBalloon(memory));
     return out;
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled(this.disks.map((b) => b.close()));
+    await Promise.allSettled([...this.nets, ...this.disks].map((b) => b.close()));
   }
 
   async [Symbol.asyncDispose](): Promise<void> { await this.close(); }
