@@ -26,6 +26,8 @@ qemu-system-misc
 device-tree-compiler
 iproute2
 nbdkit
+iputils-ping
+nftables
 "
 # apt                      - the guest image builder runs apt-get/apt-cache with a private state dir
 #                            to fetch Debian trixie riscv64 packages (kernel, busybox-static)
@@ -41,6 +43,9 @@ nbdkit
 # device-tree-compiler     - dtc decompiles/validates the device trees the emulator generates
 # iproute2                 - ip(8) for host-side network setup (tap devices) in networking tests
 # nbdkit                   - serves disk images over NBD for block-device migration tests
+# iputils-ping             - ping(8) inside the lab's namespaces: reachability and RTT checks (src/lab)
+# nftables                 - nft(8): the lab's LAN switch drops frames to emulate link loss and cut
+#                            links (the machines' kernel has no netem, so tc cannot do loss there)
 
 apt-get update
 # shellcheck disable=SC2086 # word splitting of the package list is intended

@@ -4,6 +4,7 @@
 import { runCommand } from './run.js';
 import { imageCommand } from './image.js';
 import { demoCommand } from './demo.js';
+import { labCommand } from './lab.js';
 import { FerryError } from '../errors.js';
 import { UsageError } from './errors.js';
 
@@ -13,6 +14,7 @@ commands:
   run      boot a VM with its console on this terminal (Ctrl-A X quits), or run one command (--exec)
   image    build or inspect the guest image (kernel + initramfs)
   demo     boot the guest and run ferry's workload programs in it
+  lab      build, remove or show the network-namespace lab of hosts (root)
   help     show this help
 
 ferry <command> --help shows a command's options.`;
@@ -24,6 +26,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'run': return await runCommand(rest);
       case 'image': return await imageCommand(rest);
       case 'demo': return await demoCommand(rest);
+      case 'lab': return await labCommand(rest);
       case undefined: case 'help': case '--help': case '-h':
         console.log(USAGE);
         return cmd === undefined ? 2 : 0;

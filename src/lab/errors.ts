@@ -43,3 +43,8 @@ export class LabNotFoundError extends FerryError {
 export class LabNbdError extends FerryError {
   constructor(message: string) { super('LAB_NBD_FAILED', message); }
 }
+
+/** The kernel lacks a feature a requested link shaping needs (e.g. netem for delay). */
+export class LabShapingUnsupportedError extends FerryError {
+  constructor(message: string) { super('LAB_SHAPING_UNSUPPORTED', message); }
+}
