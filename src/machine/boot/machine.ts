@@ -22,8 +22,15 @@ import { GuestClock } from '../clock.js';
 import { loadElf } from './elf.js';
 import { planLinuxBoot } from './linux.js';
 import { FerryError } from '../../errors.js';
-import { VirtioMmio } from '../devices/virtio/mmio.js';
+import { VirtioMmio, type VirtioMmioState } from '../devices/virtio/mmio.js';
 import type { VirtioDevice } from '../devices/virtio/device.js';
+import type { VcpuState } from '../cpu/cpu-state.js';
+import type { ClintState } from '../devices/clint.js';
+import type { PlicState } from '../devices/plic.js';
+import type { UartState } from '../devices/uart16550.js';
+import type { GoldfishRtcState } from '../devices/goldfish-rtc.js';
+import { DeviceStateError } from '../devices/errors.js';
+import { checkArray, checkBool, checkU64, checkUint } from '../state-check.js';
 
 /** ISA advertised to the guest. Sstc lets Linux program its timer without SBI calls. */
 export const GUEST_ISA = ['i', 'm', 'a', 'f', 'd', 'c', 'zicsr', 'zifencei', 'zicntr', 'sstc'];
@@ -61,7 +68,51 @@ export type MachineExit =
   | { readonly kind: 'reboot' }
   | { readonly kind: 'fail'; readonly code: number }
   | { readonly kind: 'fatal'; readonly cause: bigint; readonly pc: bigint }
-  | { readonly kind: 'stopped' };
+  | { readonly kind: 'stopped' }
+  /** pause() took effect: the machine is intact and run() continues it. */
+  | { readonly kind: 'paused' };
+
+/** One virtio-mmio slot. `kind` and `deviceId` name the device model so a state is never
+ * restored into a slot holding a different device. */
+export interface VirtioSlotState {
+  slot: number;
+  kind: string;
+  deviceId: number;
+  transport: VirtioMmioState;
+}
+
+/**
+ * Everything that makes up a machine except its RAM (too large for one object: the snapshot
+ * file and the migration stream carry it separately). Sections are named, never positional;
+ * 64-bit values are decimal strings, so the whole object survives JSON.
+ */
+export interface MachineState {
+  /** How the machine was built: a state only fits a machine built the same way. */
+  config: { ramBytes: number; sbiInMachine: boolean };
+  cpu: VcpuState;
+  clint: ClintState;
+  plic: PlicState;
+  uart: UartState;
+  rtc: GoldfishRtcState;
+  virtio: VirtioSlotState[];
+  /** Guest time (timebase ticks, decimal) when the state was taken. */
+  clock: { ticks: string };
+}
+
+/** Saving or restoring a machine whose run() is active, or a state that does not fit it. */
+export class MachineStateError extends FerryError {
+  constructor(code: 'MACHINE_RUNNING' | 'MACHINE_STATE_MISMATCH', message: string) {
+    super(code, message);
+  }
+}
+
+let scratch: Vcpu | undefined;
+/** A hart to trial-restore states into. Kept: the module's memory cannot be smaller than
+ * 32 MiB, mostly never touched, but not worth allocating per restore. */
+function scratchVcpu(): Vcpu {
+  scratch ??= new Vcpu({ ramBytes: 16 << 20, sbiInMachine: false, host: { hostTime: () => 0, mmioRead: () => -1, mmioWrite: () => 1 } });
+  return scratch;
+}
 
 export class Machine {
   readonly vcpu: Vcpu;
@@ -78,9 +129,12 @@ export class Machine {
   private exit: MachineExit | undefined;
   private wake: (() => void) | undefined;
   private running = false;
+  private pauseRequested = false;
+  private readonly sbiInMachine: boolean;
 
   constructor(opts: MachineOptions) {
     const sbiInMachine = opts.boot.kind === 'linux';
+    this.sbiInMachine = sbiInMachine;
     this.vcpu = new Vcpu({
       ramBytes: opts.ramBytes,
       sbiInMachine,
@@ -178,18 +232,43 @@ export class Machine {
     w?.();
   }
 
-  /** Asks the loop to stop at the next slice boundary. */
+  /** Asks the loop to stop at the next slice boundary. The machine is finished: run() again
+   * returns the same exit at once. */
   stop(): void {
     this.finish({ kind: 'stopped' });
   }
 
-  /** Runs the hart until the guest powers off, fails, or stop() is called. */
+  /**
+   * Asks run() to return `{ kind: 'paused' }` at the next slice boundary with guest time
+   * frozen; run() again continues the guest. On a machine that is not running this only
+   * freezes guest time, so an idle machine's guest does not see time pass.
+   */
+  pause(): void {
+    if (!this.running) {
+      this.clock.freeze();
+      return;
+    }
+    this.pauseRequested = true;
+    this.kick();
+  }
+
+  /** Whether run() is active (save and restore need it not to be). */
+  get isRunning(): boolean { return this.running; }
+
+  /** Runs the hart until the guest powers off, fails, stop() or pause() is called. */
   async run(): Promise<MachineExit> {
     if (this.running) throw new FerryError('MACHINE_BUSY', 'machine is already running');
     this.running = true;
+    this.pauseRequested = false;
+    this.clock.resume();
     try {
       let lastYield = performance.now();
       while (!this.exit) {
+        if (this.pauseRequested) {
+          this.pauseRequested = false;
+          this.clock.freeze();
+          return { kind: 'paused' };
+        }
         const reason = this.vcpu.run(SLICE);
         switch (reason) {
           case ExitReason.Sbi: {
@@ -218,6 +297,131 @@ export class Machine {
       return this.exit;
     } finally {
       this.running = false;
+    }
+  }
+
+  /** The machine's state without RAM. Only between slices: throws MACHINE_RUNNING while
+   * run() is active (pause() and await run() first). */
+  save(): MachineState {
+    this.assertIdle('save');
+    return this.capture();
+  }
+
+  /**
+   * Validates `state` against this machine without changing anything: the sections' shapes
+   * and values (by restoring them into throwaway copies of the devices), and that the state
+   * was taken from a machine built like this one (RAM size, boot mode, virtio slots). Throws
+   * MachineStateError or DeviceStateError. Virtio device models validate their own part only
+   * when really restored; the transport part is checked here.
+   */
+  checkState(state: unknown): MachineState {
+    const mismatch = (m: string) => new MachineStateError('MACHINE_STATE_MISMATCH', m);
+    if (typeof state !== 'object' || state === null) throw new DeviceStateError('machine', 'state must be an object');
+    const s = state as Partial<Record<keyof MachineState, unknown>>;
+    for (const key of ['config', 'cpu', 'clint', 'plic', 'uart', 'rtc', 'virtio', 'clock'] as const) {
+      if (typeof s[key] !== 'object' || s[key] === null) throw new DeviceStateError('machine', `section ${key} is missing`);
+    }
+    const config = s.config as Partial<MachineState['config']>;
+    const ramBytes = checkUint('machine', 'config.ramBytes', config.ramBytes, Number.MAX_SAFE_INTEGER);
+    const sbi = checkBool('machine', 'config.sbiInMachine', config.sbiInMachine);
+    if (ramBytes !== this.memory.ramSize) throw mismatch(`the state is of a machine with ${ramBytes} bytes of RAM, this one has ${this.memory.ramSize}`);
+    if (sbi !== this.sbiInMachine) throw mismatch(`the state is of a ${sbi ? 'Linux (SBI)' : 'bare-metal'} machine, this one is ${this.sbiInMachine ? 'Linux (SBI)' : 'bare-metal'}`);
+    const ticks = checkU64('machine', 'clock.ticks', (s.clock as { ticks?: unknown }).ticks);
+    if (ticks > BigInt(Number.MAX_SAFE_INTEGER)) throw new DeviceStateError('machine', 'clock.ticks is out of range');
+    const slots = checkArray('machine', 'virtio', s.virtio);
+    const describe = (kind: unknown, id: unknown) => `virtio-${String(kind)} (device id ${String(id)})`;
+    if (slots.length !== this.virtio.length) {
+      throw mismatch(`the state has ${slots.length} virtio device(s), this machine has ${this.virtio.length}`);
+    }
+    slots.forEach((raw, i) => {
+      if (typeof raw !== 'object' || raw === null) throw new DeviceStateError('machine', `virtio[${i}] must be an object`);
+      const slot = raw as Partial<VirtioSlotState>;
+      const dev = this.virtio[i]!.device;
+      if (slot.slot !== i) throw new DeviceStateError('machine', `virtio[${i}] names slot ${String(slot.slot)}`);
+      if (slot.kind !== dev.name || slot.deviceId !== dev.deviceId) {
+        throw mismatch(`virtio slot ${i} holds ${describe(slot.kind, slot.deviceId)} in the state but ${describe(dev.name, dev.deviceId)} in this machine`);
+      }
+      if (typeof slot.transport !== 'object' || slot.transport === null) throw new DeviceStateError('machine', `virtio[${i}].transport is missing`);
+    });
+    const full = state as MachineState;
+    this.trialRestore(full);
+    return full;
+  }
+
+  /**
+   * Restores a state taken by save(), all or nothing: it is checked first (checkState), then
+   * applied component by component, and if a component still refuses its part the ones already
+   * restored are put back. RAM is not part of it; when a virtio-blk request was in flight the
+   * RAM must be loaded first, since the replay reads the request from guest memory.
+   * Guest time is set to the saved ticks and stays frozen until run(), so the guest sees no
+   * jump back and no burst of expired timers.
+   */
+  restore(state: MachineState): void {
+    this.assertIdle('restore');
+    const s = this.checkState(state);
+    const before = this.capture();
+    const steps: [apply: () => void, undo: () => void][] = [
+      [() => this.vcpu.restore(s.cpu), () => this.vcpu.restore(before.cpu)],
+      [() => this.clint.restore(s.clint), () => this.clint.restore(before.clint)],
+      [() => this.plic.restore(s.plic), () => this.plic.restore(before.plic)],
+      [() => this.uart.restore(s.uart), () => this.uart.restore(before.uart)],
+      [() => this.rtc.restore(s.rtc), () => this.rtc.restore(before.rtc)],
+      ...this.virtio.map((t, i): [() => void, () => void] => [() => t.restore(s.virtio[i]!.transport), () => t.restore(before.virtio[i]!.transport)]),
+    ];
+    let done = 0;
+    try {
+      for (const [apply] of steps) { apply(); done++; }
+    } catch (e) {
+      for (let i = done - 1; i >= 0; i--) {
+        try { steps[i]![1](); } catch { /* the original error is the one worth reporting */ }
+      }
+      throw e;
+    }
+    // Set while thawed (set() does not move a frozen clock), then hold it until run().
+    this.clock.resume();
+    this.clock.set(Number(s.clock.ticks));
+    this.clock.freeze();
+    // The restored guest is live, whatever this machine was doing before.
+    this.exit = undefined;
+    this.pauseRequested = false;
+  }
+
+  private capture(): MachineState {
+    return {
+      config: { ramBytes: this.memory.ramSize, sbiInMachine: this.sbiInMachine },
+      cpu: this.vcpu.save(),
+      clint: this.clint.save(),
+      plic: this.plic.save(),
+      uart: this.uart.save(),
+      rtc: this.rtc.save(),
+      virtio: this.virtio.map((t, slot) => ({ slot, kind: t.device.name, deviceId: t.device.deviceId, transport: t.save() })),
+      clock: { ticks: String(this.clock.ticks()) },
+    };
+  }
+
+  /** Restores every section into scratch devices, so a bad value is found before this
+   * machine is touched. */
+  private trialRestore(s: MachineState): void {
+    const noLine = { set: () => {} };
+    scratchVcpu().restore(s.cpu);
+    new Clint([{ readTime: () => 0n, setMtimecmp: () => {}, setMsip: () => {} }]).restore(s.clint);
+    new Plic([{ setExternalInterrupt: () => {} }], this.plic.sourceCount).restore(s.plic);
+    new Uart16550({ write: () => {}, onInput: () => {} }, noLine).restore(s.uart);
+    new GoldfishRtc(() => 0n, noLine).restore(s.rtc);
+    this.virtio.forEach((t, i) => {
+      const d = t.device;
+      const stub: VirtioDevice = {
+        name: d.name, deviceId: d.deviceId, features: d.features, queueSizes: d.queueSizes,
+        readConfig: () => 0, writeConfig: () => {}, activate: () => {}, notify: () => {}, reset: () => {},
+        save: () => ({}), restore: () => {},
+      };
+      new VirtioMmio(stub, this.memory, noLine, () => {}).restore(s.virtio[i]!.transport);
+    });
+  }
+
+  private assertIdle(what: string): void {
+    if (this.running) {
+      throw new MachineStateError('MACHINE_RUNNING', `cannot ${what} a running machine: pause() it and wait for run() to return first`);
     }
   }
 
