@@ -11,8 +11,7 @@ import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../machine/console/she
 import { ensureGuestImage } from '../guest/image.js';
 import { GUEST_CMDLINE } from '../guest/cmdline.js';
 import { DeviceSpec, DeviceSpecError, VmDevices, parseDiskSpec, parseMac, parseNetSpec, randomMac } from '../vm/devices.js';
-
-
+import { kernelCmdline } from '../vm/config.js';
 
 const HELP = `usage: ferry run [options]
 
@@ -61,7 +60,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const kernel = readFileSync(kernelPath);
   const initrd = initrdPath !== undefined ? readFileSync(initrdPath) : undefined;
   const spec = deviceSpec(values);
-  const cmdline = values.ip ? `${values.append} ${ipParams(values.ip)}` : values.append;
+  const cmdline = ipCmdline(values.append, values.ip);
   const boot = { kind: 'linux', kernel, cmdline, ...(initrd ? { initrd } : {}) } as const;
   await using devices = await VmDevices.open(spec);
   const base = { ramBytes, boot, virtio: (mem: GuestMemory) => devices.models(mem) };
@@ -118,11 +117,14 @@ function deviceSpec(values: { disk?: string[]; net?: string; mac?: string }): De
   }
 }
 
-/** `ADDR/PREFIX[,GATEWAY]` -> the guest init's kernel parameters (src/guest/init.sh). */
-function ipParams(text: string): string {
-  const m = /^(\d{1,3}(?:\.\d{1,3}){3}\/\d{1,2})(?:,(\d{1,3}(?:\.\d{1,3}){3}))?$/.exec(text);
-  if (!m) throw new UsageError(`invalid --ip '${text}' (expected ADDR/PREFIX[,GATEWAY])`);
-  return `ferry.ip=${m[1]}${m[2] ? ` ferry.gw=${m[2]}` : ''}`;
+/** The command line with `--ip` as the guest init's kernel parameters (src/guest/init.sh). */
+function ipCmdline(append: string, ip: string | undefined): string {
+  try {
+    return kernelCmdline(append, ip || undefined);
+  } catch (err) {
+    if (err instanceof DeviceSpecError) throw new UsageError(`invalid --ip '${ip}' (expected ADDR/PREFIX[,GATEWAY])`);
+    throw err;
+  }
 }
 
 function guestDied(exit: MachineExit): never {

@@ -1,0 +1,33 @@
+// Running ferryd as a process: the real VM factory, signal handling, and a clean exit.
+
+import { Daemon, isLoopback, parseListen, DEFAULT_LISTEN } from './daemon.js';
+import { realVmFactory, VmFactory } from './factory.js';
+
+export interface RunDaemonOptions {
+  readonly stateDir: string;
+  readonly listen?: string;
+  readonly factory?: VmFactory;
+}
+
+/** Serves until SIGTERM or SIGINT, then shuts down (VMs disposed, server closed). Returns the exit status. */
+export async function runDaemon(options: RunDaemonOptions): Promise<number> {
+  const listen = options.listen ?? DEFAULT_LISTEN;
+  const log = (m: string): void => { process.stderr.write(`ferryd: ${m}\n`); };
+  if (!isLoopback(parseListen(listen).host)) log(`warning: listening on ${listen}, reachable from other hosts (token-protected, not encrypted)`);
+  const daemon = await Daemon.start({ stateDir: options.stateDir, listen, factory: options.factory ?? realVmFactory, log });
+  // Tests and scripts read this line to learn the port when listening on :0.
+  process.stdout.write(`ferryd listening on ${daemon.url}\n`);
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    const on = (s: NodeJS.Signals): void => {
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
+      resolve(s);
+    };
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
+  log(`${signal}: shutting down`);
+  await daemon.close();
+  log('stopped');
+  return 0;
+}

@@ -1,0 +1,352 @@
+// The main thread's side of a VM: a VmHandle whose machine lives in a worker thread
+// (worker.ts). The lifecycle state is kept here and changes only through transition(), once the
+// worker has confirmed what was asked; a refused command is refused before anything is sent.
+
+import { Worker } from 'node:worker_threads';
+import { resolve as resolvePath } from 'node:path';
+import { FerryError } from '../errors.js';
+import { transition, type VmCommand, type VmState, type VmStateKind } from './lifecycle.js';
+import { resolveVmConfig } from './config.js';
+import type { SnapshotResult, VmConfig, VmEvent, VmHandle } from './types.js';
+import type { FromWorker, ReplyResults, ToWorker, WorkerRequest, WorkerRequestType, WorkerStatus } from './worker-protocol.js';
+
+const WORKER_URL = new URL('./worker.js', import.meta.url);
+
+export interface VmTimeouts {
+  /** Building the machine and booting it; includes building the guest image when the cache
+   * is cold. */
+  readonly boot: number;
+  /** pause, resume. */
+  readonly control: number;
+  /** Stopping the machine and closing its backends. */
+  readonly stop: number;
+  /** Writing or restoring a snapshot file. */
+  readonly snapshot: number;
+}
+
+export const DEFAULT_VM_TIMEOUTS: VmTimeouts = { boot: 900_000, control: 10_000, stop: 15_000, snapshot: 300_000 };
+
+export interface VmOptions {
+  readonly timeouts?: Partial<VmTimeouts>;
+}
+
+interface Pending {
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: Error) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+/** One worker's connection. A VM that is stopped and started again gets a new one; messages
+ * from an old one are ignored. */
+interface Link {
+  readonly worker: Worker;
+  readonly pending: Map<number, Pending>;
+  readonly exited: Promise<number>;
+  status: WorkerStatus;
+  /** Set when we end the worker (or it told us it is ending): its exit is then no failure. */
+  ending: boolean;
+}
+
+type RequestBody = WorkerRequest extends infer R ? R extends WorkerRequest ? Omit<R, 'id'> : never : never;
+
+export class Vm implements VmHandle {
+  readonly name: string;
+  private current: VmState = { kind: 'created' };
+  private link: Link | undefined;
+  private nextId = 1;
+  private tail: Promise<void> = Promise.resolve();
+  private disposing: Promise<void> | undefined;
+  private readonly timeouts: VmTimeouts;
+  private readonly consoleListeners = new Set<(bytes: Uint8Array) => void>();
+  private readonly eventListeners = new Set<(event: VmEvent) => void>();
+
+  private constructor(readonly config: VmConfig, options: VmOptions) {
+    this.name = config.name;
+    this.timeouts = { ...DEFAULT_VM_TIMEOUTS, ...options.timeouts };
+  }
+
+  /** A VM in state `created`; no worker yet. Throws DeviceSpecError for an invalid config. */
+  static create(config: VmConfig, options: VmOptions = {}): Vm {
+    resolveVmConfig(config);
+    return new Vm(config, options);
+  }
+
+  /** A VM built from `config` with the snapshot in `file` loaded, paused; resume() runs it. */
+  static async restore(config: VmConfig, file: string, options: VmOptions = {}): Promise<Vm> {
+    const vm = Vm.create(config, options);
+    try {
+      await vm.serial(() => vm.restoreFrom(resolvePath(file)));
+    } catch (e) {
+      await vm.dispose();
+      throw e;
+    }
+    return vm;
+  }
+
+  get state(): VmState { return this.current; }
+
+  /** Read through a call, so checks after an await are not narrowed by checks before it. */
+  private stateKind(): VmStateKind { return this.current.kind; }
+
+  /** The worker's thread id while it has one (diagnostics). */
+  get workerThreadId(): number | undefined { return this.link?.worker.threadId; }
+
+  start(): Promise<void> {
+    return this.serial(async () => {
+      const command: VmCommand = { type: 'start' };
+      transition(this.current, command);
+      const link = this.spawn();
+      try {
+        await this.request(link, { type: 'boot' }, this.timeouts.boot);
+      } catch (e) {
+        await this.endWorker(link);
+        throw e;
+      }
+      this.apply([command]);
+    });
+  }
+
+  pause(): Promise<void> {
+    return this.serial(() => this.control({ type: 'pause' }));
+  }
+
+  resume(): Promise<void> {
+    return this.serial(() => this.control({ type: 'resume' }));
+  }
+
+  stop(): Promise<void> {
+    return this.serial(async () => {
+      const command: VmCommand = { type: 'stop', reason: 'stopped' };
+      transition(this.current, command);
+      const link = this.requireLink();
+      await this.request(link, { type: 'stop' }, this.timeouts.stop);
+      await this.endWorker(link);
+      this.apply([command]);
+    });
+  }
+
+  snapshot(file: string): Promise<SnapshotResult> {
+    return this.serial(async () => {
+      const was = this.current.kind;
+      if (was !== 'running' && was !== 'paused') throw new FerryError('VM_INVALID_STATE', `cannot snapshot a VM that is ${was}`);
+      const path = resolvePath(file);
+      const t0 = performance.now();
+      if (was === 'running') await this.control({ type: 'pause' });
+      let written: ReplyResults['snapshot'];
+      try {
+        written = await this.request(this.requireLink(), { type: 'snapshot', file: path }, this.timeouts.snapshot);
+      } finally {
+        // Back to running even when the write failed: a failed snapshot must not stall the guest.
+        if (was === 'running' && this.stateKind() === 'paused') await this.control({ type: 'resume' });
+      }
+      return { file: path, bytes: written.bytes, ms: Math.round(performance.now() - t0) };
+    });
+  }
+
+  consoleWrite(bytes: Uint8Array): void {
+    const link = this.link;
+    if (!link || link.ending) return;
+    const copy = bytes.slice();
+    link.worker.postMessage({ type: 'console-input', bytes: copy } satisfies ToWorker, [copy.buffer]);
+  }
+
+  onConsole(listener: (bytes: Uint8Array) => void): () => void {
+    this.consoleListeners.add(listener);
+    return () => { this.consoleListeners.delete(listener); };
+  }
+
+  onEvent(listener: (event: VmEvent) => void): () => void {
+    this.eventListeners.add(listener);
+    return () => { this.eventListeners.delete(listener); };
+  }
+
+  /** Stops the guest if it runs (state `stopped`, reason `disposed`), lets the worker close its
+   * backends, and waits for the thread to end. Not queued behind other operations: those still
+   * in flight are rejected when the worker goes. */
+  dispose(): Promise<void> {
+    this.disposing ??= (async () => {
+      const link = this.link;
+      if (link) {
+        if (!link.ending) {
+          link.ending = true;
+          try {
+            await this.request(link, { type: 'stop' }, this.timeouts.stop);
+          } catch {
+            // Terminated below regardless; a worker that cannot stop cleanly has nothing left to save.
+          }
+        }
+        await this.endWorker(link);
+      }
+      if (this.current.kind === 'running' || this.current.kind === 'paused') this.apply([{ type: 'stop', reason: 'disposed' }]);
+    })();
+    return this.disposing;
+  }
+
+  private async restoreFrom(file: string): Promise<void> {
+    // A restored VM has run before (elsewhere) and is now paused.
+    const commands: VmCommand[] = [{ type: 'start' }, { type: 'pause' }];
+    commands.reduce(transition, this.current);
+    const link = this.spawn();
+    try {
+      await this.request(link, { type: 'restore', file }, this.timeouts.snapshot);
+    } catch (e) {
+      await this.endWorker(link);
+      throw e;
+    }
+    this.apply(commands);
+  }
+
+  private async control(command: { type: 'pause' } | { type: 'resume' }): Promise<void> {
+    transition(this.current, command);
+    await this.request(this.requireLink(), { type: command.type }, this.timeouts.control);
+    this.apply([command]);
+  }
+
+  /** Operations run one at a time, each seeing the state the previous one left. */
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(() => {
+      if (this.disposing) throw new FerryError('VM_DISPOSED', `VM ${this.name} has been disposed`);
+      return op();
+    });
+    this.tail = run.then(() => undefined, () => undefined);
+    return run;
+  }
+
+  /** Applies commands already checked against the state; one state event for the result. */
+  private apply(commands: VmCommand[]): void {
+    this.setState(commands.reduce(transition, this.current));
+  }
+
+  private setState(state: VmState): void {
+    this.current = state;
+    this.emit({ type: 'state', vm: this.name, state });
+  }
+
+  private fail(error: string): void {
+    if (this.current.kind === 'failed') return;
+    this.apply([{ type: 'fail', error }]);
+  }
+
+  private emit(event: VmEvent): void {
+    for (const l of this.eventListeners) {
+      try { l(event); } catch { /* one listener's failure must not starve the others */ }
+    }
+  }
+
+  private requireLink(): Link {
+    const link = this.link;
+    if (!link || link.ending) throw new FerryError('VM_NO_WORKER', `VM ${this.name} has no running worker`);
+    return link;
+  }
+
+  private spawn(): Link {
+    // Workers inherit execArgv, and `node --input-type=module -e ...` would make the worker refuse
+    // to start from a file.
+    const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+    // trackUnmanagedFds off: a TAP's fd is opened by the TAP's own thread and closed by this
+    // worker, which Node would warn about on every close. Backends are closed explicitly on
+    // every way out but a terminate() of a wedged worker, where the TAP leaks regardless.
+    const worker = new Worker(WORKER_URL, { workerData: this.config, execArgv, name: `ferry-vm-${this.name}`, trackUnmanagedFds: false });
+    const exited = new Promise<number>((resolve) => worker.once('exit', (code) => { this.onExit(link, code); resolve(code); }));
+    const link: Link = { worker, pending: new Map(), status: 'starting', ending: false, exited };
+    worker.on('message', (msg: FromWorker) => this.onMessage(link, msg));
+    worker.on('error', (e) => this.onCrash(link, e.message));
+    this.link = link;
+    return link;
+  }
+
+  private request<T extends WorkerRequestType>(link: Link, body: Extract<RequestBody, { type: T }>, timeoutMs: number): Promise<ReplyResults[T]> {
+    const id = this.nextId++;
+    return new Promise<ReplyResults[T]>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        link.pending.delete(id);
+        const err = new FerryError('VM_TIMEOUT', `VM ${this.name}: the worker did not answer ${body.type} within ${timeoutMs} ms (worker ${link.status})`);
+        reject(err);
+        // A worker that does not answer is wedged (a vCPU loop that never yields): nothing it
+        // says later can be trusted to match our state.
+        if (!link.ending) {
+          link.ending = true;
+          this.fail(err.message);
+          void this.endWorker(link);
+        }
+      }, timeoutMs);
+      link.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
+      link.worker.postMessage({ ...body, id } as WorkerRequest satisfies ToWorker);
+    });
+  }
+
+  private onMessage(link: Link, msg: FromWorker): void {
+    if (link !== this.link && msg.type !== 'reply') return;
+    switch (msg.type) {
+      case 'reply': {
+        const p = link.pending.get(msg.id);
+        if (!p) return;
+        link.pending.delete(msg.id);
+        clearTimeout(p.timer);
+        if (msg.ok) p.resolve(msg.result);
+        else p.reject(new FerryError(msg.error.code, msg.error.message));
+        return;
+      }
+      case 'console':
+        for (const l of this.consoleListeners) {
+          try { l(msg.bytes); } catch { /* as for events */ }
+        }
+        return;
+      case 'status':
+        link.status = msg.status;
+        return;
+      case 'progress':
+        this.emit({ type: 'progress', vm: this.name, operation: msg.operation, done: msg.done, total: msg.total });
+        return;
+      case 'guest-exit': {
+        // The worker has closed its backends already; only the thread is left to end.
+        link.ending = true;
+        this.emit({ type: 'guest-exit', vm: this.name, reason: msg.reason });
+        const clean = msg.exit.kind === 'poweroff' || msg.exit.kind === 'reboot';
+        const command: VmCommand = clean ? { type: 'stop', reason: msg.reason } : { type: 'fail', error: msg.reason };
+        try {
+          this.apply([command]);
+        } catch {
+          this.fail(msg.reason);
+        }
+        void this.endWorker(link);
+        return;
+      }
+      case 'crash':
+        this.onCrash(link, `${msg.error.message} (${msg.error.code})`);
+        return;
+    }
+  }
+
+  private onCrash(link: Link, message: string): void {
+    if (link !== this.link) return;
+    const wasEnding = link.ending;
+    link.ending = true;
+    this.rejectPending(link, new FerryError('VM_WORKER_CRASHED', `VM ${this.name}: worker crashed: ${message}`));
+    if (!wasEnding) this.fail(`worker crashed: ${message}`);
+    // The worker exits by itself once it has released its backends; terminate() only if not.
+    const grace = setTimeout(() => { void link.worker.terminate(); }, 3000);
+    void link.exited.then(() => clearTimeout(grace));
+  }
+
+  private onExit(link: Link, code: number): void {
+    this.rejectPending(link, new FerryError('VM_WORKER_EXITED', `VM ${this.name}: worker exited (code ${code})`));
+    if (link !== this.link) return;
+    this.link = undefined;
+    if (!link.ending) this.fail(`worker exited unexpectedly (code ${code})`);
+  }
+
+  private rejectPending(link: Link, err: Error): void {
+    for (const p of link.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    link.pending.clear();
+  }
+
+  private async endWorker(link: Link): Promise<void> {
+    link.ending = true;
+    await link.worker.terminate();
+    await link.exited;
+  }
+}

@@ -1,0 +1,250 @@
+// A VM's worker thread: it owns the machine (vCPU, RAM, devices) and the host backends behind
+// the devices, so a busy guest never holds up the daemon's event loop. The main thread's Vm
+// drives it with the requests of worker-protocol.ts.
+
+import { parentPort, workerData } from 'node:worker_threads';
+import { readFileSync, statSync } from 'node:fs';
+import { FerryError } from '../errors.js';
+import { Machine, type MachineExit } from '../machine/boot/machine.js';
+import type { ConsoleBackend } from '../machine/devices/types.js';
+import { ensureGuestImage } from '../guest/image.js';
+import { restoreSnapshot, writeSnapshot } from './snapshot/file.js';
+import { VmDevices } from './devices.js';
+import { resolveVmConfig } from './config.js';
+import type { VmConfig } from './types.js';
+import {
+  toWireError, type FromWorker, type GuestExit, type ReplyResults, type ToWorker, type WorkerRequest, type WorkerStatus,
+} from './worker-protocol.js';
+
+if (!parentPort) throw new Error('src/vm/worker.ts runs as a worker thread (see vm.ts)');
+const port = parentPort;
+const config = workerData as VmConfig;
+
+function post(msg: FromWorker, transfer: ArrayBuffer[] = []): void {
+  port.postMessage(msg, transfer);
+}
+
+/** Long enough to gather a line or a burst; short enough to feel interactive. */
+const CONSOLE_FLUSH_MS = 5;
+/** A burst this large goes out at once rather than growing further. */
+const CONSOLE_MAX_BATCH = 64 * 1024;
+
+/** The UART's backend: output is coalesced into one message per few ms, so a chatty guest
+ * (a byte per MMIO write) costs the main thread a message per batch, not per byte. */
+class PortConsole implements ConsoleBackend {
+  private chunks: Uint8Array[] = [];
+  private size = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private input: ((bytes: Uint8Array) => void) | undefined;
+
+  write(bytes: Uint8Array): void {
+    // The UART may reuse its buffer.
+    this.chunks.push(bytes.slice());
+    this.size += bytes.length;
+    if (this.size >= CONSOLE_MAX_BATCH) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), CONSOLE_FLUSH_MS);
+  }
+
+  onInput(listener: (bytes: Uint8Array) => void): void {
+    this.input = listener;
+  }
+
+  type(bytes: Uint8Array): void {
+    this.input?.(bytes);
+  }
+
+  /** Also called before replies and exit notices, so output the guest printed before a
+   * pause or power-off reaches the parent before the news of it. */
+  flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.size === 0) return;
+    const out = new Uint8Array(this.size);
+    let at = 0;
+    for (const c of this.chunks) { out.set(c, at); at += c.length; }
+    this.chunks = [];
+    this.size = 0;
+    post({ type: 'console', bytes: out }, [out.buffer]);
+  }
+}
+
+const consoleBackend = new PortConsole();
+
+interface Built {
+  readonly machine: Machine;
+  readonly devices: VmDevices;
+}
+
+async function build(): Promise<Built> {
+  const vm = resolveVmConfig(config);
+  let kernelPath = config.kernel;
+  let initrdPath = config.initramfs;
+  if (kernelPath === undefined) {
+    const image = await ensureGuestImage();
+    kernelPath = image.kernel;
+    initrdPath ??= image.initramfs;
+  }
+  const kernel = readFileSync(kernelPath);
+  const initrd = initrdPath !== undefined ? readFileSync(initrdPath) : undefined;
+  const devices = await VmDevices.open(vm.devices);
+  try {
+    const machine = new Machine({
+      ramBytes: vm.ramBytes,
+      console: consoleBackend,
+      boot: { kind: 'linux', kernel, cmdline: vm.cmdline, ...(initrd ? { initrd } : {}) },
+      virtio: (mem) => devices.models(mem),
+    });
+    return { machine, devices };
+  } catch (e) {
+    await devices.close();
+    throw e;
+  }
+}
+
+// Built at once, so the first request does not also pay for opening backends it could have
+// been opening meanwhile; requests wait for it.
+const built = build();
+let status: WorkerStatus = 'starting';
+built.then(() => setStatus('ready'), () => { /* reported to the first request */ });
+
+function setStatus(s: WorkerStatus): void {
+  status = s;
+  post({ type: 'status', status: s });
+}
+
+/** The active machine.run(), while there is one. */
+let running: Promise<MachineExit> | undefined;
+/** Set once the machine has run or been restored: boot and restore want a fresh one. */
+let used = false;
+let closed: Promise<void> | undefined;
+
+function closeDevices(devices: VmDevices): Promise<void> {
+  closed ??= devices.close();
+  return closed;
+}
+
+function describeExit(exit: GuestExit): string {
+  switch (exit.kind) {
+    case 'poweroff': return 'guest powered off';
+    case 'reboot': return 'guest rebooted';
+    case 'fail': return `guest reported failure ${exit.code}`;
+    case 'fatal': return `guest hit a fatal trap (cause ${exit.cause}, pc ${exit.pc})`;
+  }
+}
+
+function go({ machine, devices }: Built): void {
+  used = true;
+  const run = machine.run();
+  running = run;
+  setStatus('running');
+  run.then(async (exit) => {
+    if (running === run) running = undefined;
+    // Requested outcomes: the request that asked for them reports them.
+    if (exit.kind === 'paused' || exit.kind === 'stopped') return;
+    const guestExit: GuestExit = exit.kind === 'fatal'
+      ? { kind: 'fatal', cause: `0x${exit.cause.toString(16)}`, pc: `0x${exit.pc.toString(16)}` }
+      : exit;
+    consoleBackend.flush();
+    await closeDevices(devices);
+    setStatus('stopped');
+    post({ type: 'guest-exit', exit: guestExit, reason: describeExit(guestExit) });
+  }, (e: unknown) => crash(e));
+}
+
+/** Pauses the loop and waits for it to return. */
+async function halt(machine: Machine): Promise<MachineExit | undefined> {
+  const run = running;
+  if (!run) return undefined;
+  machine.pause();
+  return await run;
+}
+
+type Handler<T extends WorkerRequest['type']> = (req: Extract<WorkerRequest, { type: T }>, b: Built) => Promise<ReplyResults[T]>;
+
+const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
+  boot: async (_req, b) => {
+    if (used) throw new FerryError('VM_WORKER_STATE', 'this worker\'s machine has already run; a new boot needs a new worker');
+    go(b);
+    return undefined;
+  },
+  pause: async (_req, b) => {
+    const exit = await halt(b.machine);
+    if (exit === undefined) throw new FerryError('VM_WORKER_STATE', `the machine is not running (${status})`);
+    if (exit.kind !== 'paused') throw new FerryError('VM_GUEST_EXITED', `the guest ended before it could be paused (${exit.kind})`);
+    setStatus('paused');
+    return undefined;
+  },
+  resume: async (_req, b) => {
+    if (running) throw new FerryError('VM_WORKER_STATE', 'the machine is already running');
+    if (!used || closed) throw new FerryError('VM_WORKER_STATE', `the machine cannot be resumed (${status})`);
+    go(b);
+    return undefined;
+  },
+  stop: async (_req, b) => {
+    const run = running;
+    b.machine.stop();
+    if (run) await run;
+    await closeDevices(b.devices);
+    setStatus('stopped');
+    return undefined;
+  },
+  snapshot: async (req, b) => {
+    if (running) throw new FerryError('VM_WORKER_STATE', 'the machine must be paused for a snapshot');
+    const total = b.machine.memory.ramSize;
+    const t0 = performance.now();
+    post({ type: 'progress', operation: 'snapshot', done: 0, total });
+    const info = await writeSnapshot(req.file, b.machine, { label: config.name });
+    post({ type: 'progress', operation: 'snapshot', done: total, total });
+    return { bytes: info.bytes, ms: Math.round(performance.now() - t0) };
+  },
+  restore: async (req, b) => {
+    if (used) throw new FerryError('VM_WORKER_STATE', 'a snapshot is restored only into a freshly built machine');
+    const total = b.machine.memory.ramSize;
+    const t0 = performance.now();
+    post({ type: 'progress', operation: 'restore', done: 0, total });
+    // Set first: a restore that fails halfway leaves RAM overwritten, not fit to boot.
+    used = true;
+    await restoreSnapshot(req.file, b.machine);
+    post({ type: 'progress', operation: 'restore', done: total, total });
+    setStatus('paused');
+    return { bytes: statSync(req.file).size, ms: Math.round(performance.now() - t0) };
+  },
+};
+
+async function handle(req: WorkerRequest): Promise<void> {
+  try {
+    const b = await built;
+    const result = await (handlers[req.type] as Handler<typeof req.type>)(req as never, b);
+    consoleBackend.flush();
+    post(result === undefined ? { type: 'reply', id: req.id, ok: true } : { type: 'reply', id: req.id, ok: true, result });
+  } catch (e) {
+    consoleBackend.flush();
+    post({ type: 'reply', id: req.id, ok: false, error: toWireError(e) });
+  }
+}
+
+// One request at a time, in order: each sees the machine as the previous one left it.
+let queue: Promise<void> = Promise.resolve();
+port.on('message', (msg: ToWorker) => {
+  if (msg.type === 'console-input') {
+    consoleBackend.type(msg.bytes);
+    return;
+  }
+  queue = queue.then(() => handle(msg));
+});
+
+let crashing = false;
+/** Tells the parent, releases the backends (a TAP would otherwise outlive the worker, its fd
+ * being the process's), and ends the thread. */
+function crash(e: unknown): void {
+  if (crashing) return;
+  crashing = true;
+  try { consoleBackend.flush(); } catch { /* the crash report matters more */ }
+  post({ type: 'crash', error: toWireError(e) });
+  const giveUp = new Promise<void>((resolve) => setTimeout(resolve, 2000).unref());
+  const release = built.then((b) => closeDevices(b.devices), () => undefined);
+  void Promise.race([release, giveUp]).finally(() => process.exit(1));
+}
+
+process.on('uncaughtException', crash);
+process.on('unhandledRejection', crash);
