@@ -9,6 +9,7 @@ import { Machine, type MachineExit } from '../machine/boot/machine.js';
 import type { ConsoleBackend } from '../machine/devices/types.js';
 import { ensureGuestImage } from '../guest/image.js';
 import { restoreSnapshot, writeSnapshot } from './snapshot/file.js';
+import { VirtioNet } from '../machine/devices/virtio/net.js';
 import { VmDevices } from './devices.js';
 import { resolveVmConfig } from './config.js';
 import type { VmConfig } from './types.js';
@@ -159,6 +160,23 @@ async function halt(machine: Machine): Promise<MachineExit | undefined> {
   return await run;
 }
 
+/** Set by a restore: the first resume announces the NICs' new location. */
+let announcePending = false;
+
+/** Rounds of VMM announcements after activation (ms after resume), as QEMU spaces its own:
+ * a switch that missed the first frame learns from a later one. */
+const ANNOUNCE_ROUNDS_MS = [0, 50, 150, 300, 550];
+
+/** Activation after a move: the guest's own gratuitous ARPs (VIRTIO_NET_F_GUEST_ANNOUNCE) and
+ * RARPs from the VMM, the fallback for guests that ignore the announce request. */
+function announceMove(machine: Machine): void {
+  const nics = machine.virtio.map((t) => t.device).filter((d): d is VirtioNet => d instanceof VirtioNet);
+  for (const nic of nics) nic.announce();
+  for (const at of ANNOUNCE_ROUNDS_MS) {
+    setTimeout(() => { if (!closed) for (const nic of nics) nic.sendRarp(); }, at).unref();
+  }
+}
+
 type Handler<T extends WorkerRequest['type']> = (req: Extract<WorkerRequest, { type: T }>, b: Built) => Promise<ReplyResults[T]>;
 
 const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
@@ -178,6 +196,10 @@ const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
     if (running) throw new FerryError('VM_WORKER_STATE', 'the machine is already running');
     if (!used || closed) throw new FerryError('VM_WORKER_STATE', `the machine cannot be resumed (${status})`);
     go(b);
+    if (announcePending) {
+      announcePending = false;
+      announceMove(b.machine);
+    }
     return undefined;
   },
   stop: async (_req, b) => {
@@ -205,6 +227,8 @@ const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
     // Set first: a restore that fails halfway leaves RAM overwritten, not fit to boot.
     used = true;
     await restoreSnapshot(req.file, b.machine);
+    // The VM may now sit behind another switch port: tell the LAN once it runs again.
+    announcePending = true;
     post({ type: 'progress', operation: 'restore', done: total, total });
     setStatus('paused');
     return { bytes: statSync(req.file).size, ms: Math.round(performance.now() - t0) };

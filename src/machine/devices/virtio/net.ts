@@ -2,6 +2,7 @@
 // control queue. No checksum or segmentation offloads, so every frame the guest sends is a
 // finished Ethernet frame and every frame it receives needs no fix-up beyond the header.
 
+import { buildRarpAnnounce, formatMac } from '../../../net/announce.js';
 import type { VirtioDevice, VirtioDeviceContext } from './device.js';
 import { DEVICE_ID_NET } from './constants.js';
 import { readChain, writeChain, type DescriptorChain, type Virtqueue } from './queue.js';
@@ -137,6 +138,12 @@ export class VirtioNet implements VirtioDevice<VirtioNetState> {
    * VIRTIO_NET_CTRL_ANNOUNCE_ACK, which clears the bit. Returns false if the driver did not
    * negotiate GUEST_ANNOUNCE (the VMM must then send RARPs on the guest's behalf).
    */
+  /** The VMM's own announcement after a move (works whatever the guest driver does): a RARP
+   * from the NIC's MAC, so the LAN's switches learn its new port. */
+  sendRarp(): void {
+    this.backend.send(buildRarpAnnounce(formatMac(this.mac)));
+  }
+
   announce(): boolean {
     const ctx = this.ctx;
     if (!ctx || this.broken || !(ctx.features & NET_F_GUEST_ANNOUNCE)) return false;
