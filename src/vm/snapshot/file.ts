@@ -14,7 +14,6 @@
 // during the state restore, and the replay reads the request's descriptors from guest RAM.
 
 import { closeSync, fstatSync, fsyncSync, openSync, readFileSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Machine, MachineState } from '../../machine/boot/machine.js';
@@ -187,37 +186,9 @@ function syncDirectory(dir: string): void {
   }
 }
 
-/** Read-ahead over a FileHandle for the verifying pass. */
-class AsyncFileReader implements ByteReader {
-  private readonly buf = Buffer.allocUnsafe(BUFFER);
-  private bufStart = 0;
-  private bufLength = 0;
-
-  constructor(private readonly handle: FileHandle, readonly size: number) {}
-
-  async readAt(position: number, length: number): Promise<Uint8Array> {
-    if (position >= this.bufStart && position + length <= this.bufStart + this.bufLength) {
-      return this.buf.subarray(position - this.bufStart, position - this.bufStart + length);
-    }
-    const big = length > BUFFER;
-    const target = big ? Buffer.allocUnsafe(length) : this.buf;
-    const want = big ? length : Math.min(BUFFER, this.size - position);
-    let got = 0;
-    while (got < want) {
-      const { bytesRead } = await this.handle.read(target, got, want - got, position + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    if (got < length) throw new SnapshotError('SNAPSHOT_TRUNCATED', `the file ended at byte ${position + got} while being read (it shrank?)`);
-    if (big) return target;
-    this.bufStart = position;
-    this.bufLength = got;
-    return this.buf.subarray(0, length);
-  }
-}
-
-/** The same over a descriptor, synchronously: its promises are settled when returned, so a
- * parse driven by it never yields to the event loop (only to already-queued microtasks). */
+/** Read-ahead over a descriptor, synchronously: its promises are settled when returned, so a
+ * parse driven by it never yields to the event loop (only to already-queued microtasks). Both
+ * passes use it; they run in the VM's worker, where blocking reads stall no one else. */
 class SyncFileReader implements ByteReader {
   private readonly buf = Buffer.allocUnsafe(BUFFER);
   private bufStart = 0;
@@ -260,16 +231,15 @@ function assertIdle(machine: Machine): void {
 
 /** Reads and verifies a whole snapshot file (every CRC); RAM is checked, not loaded. */
 export async function readSnapshot(path: string): Promise<Snapshot> {
-  let handle: FileHandle | undefined;
+  let fd: number | undefined;
   try {
-    handle = await open(path, 'r');
-    const { size } = await handle.stat();
-    const parsed = await parseSnapshot(new AsyncFileReader(handle, size));
+    fd = openSync(path, 'r');
+    const parsed = await parseSnapshot(new SyncFileReader(fd, fstatSync(fd).size));
     return { ...parsed, path };
   } catch (e) {
     throw ioError('read', path, e);
   } finally {
-    await handle?.close();
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
