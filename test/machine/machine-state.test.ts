@@ -6,9 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { buildBare } from '../support/bare.js';
+import { bareMachine, buildBare, runToEnd } from '../support/bare.js';
 import { Machine, type MachineOptions, type MachineState } from '../../src/machine/boot/machine.js';
-import { ExitReason } from '../../src/machine/cpu/exports.js';
 import { VirtioRng } from '../../src/machine/devices/virtio/rng.js';
 import { VirtioBlock } from '../../src/machine/devices/virtio/block.js';
 import { MemoryBlockBackend } from '../../src/storage/memory.js';
@@ -17,20 +16,8 @@ import { FerryError } from '../../src/errors.js';
 const text = (chunks: Uint8Array[]) => Buffer.concat(chunks).toString('latin1');
 const elf = () => readFileSync(buildBare(['state-roundtrip.c'], 'state-roundtrip'));
 
-function bare(out: Uint8Array[], extra: Partial<MachineOptions> = {}): Machine {
-  return new Machine({
-    ramBytes: 64 << 20, console: { write: (b) => { out.push(b.slice()); }, onInput() {} },
-    boot: { kind: 'bare', elf: elf() }, ...extra,
-  });
-}
+const bare = (out: Uint8Array[], extra: Partial<MachineOptions> = {}): Machine => bareMachine(elf(), out, extra);
 
-function runToEnd(m: Machine): void {
-  for (let i = 0; i < 10_000; i++) {
-    const r = m.vcpu.run(100_000);
-    if (r === ExitReason.Request || r === ExitReason.Fatal) return;
-  }
-  throw new Error('program did not finish');
-}
 
 /** The state minus guest time, which moves while a stopped machine's clock is not frozen. */
 function timeless(s: MachineState): Omit<MachineState, 'clock'> {

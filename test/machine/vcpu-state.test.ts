@@ -4,22 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { buildBare } from '../support/bare.js';
-import { Machine } from '../../src/machine/boot/machine.js';
-import { ExitReason } from '../../src/machine/cpu/exports.js';
+import { bareMachine, buildBare, runToEnd } from '../support/bare.js';
 import type { VcpuState } from '../../src/machine/cpu/cpu-state.js';
-
-function bareMachine(elf: Uint8Array, out: Uint8Array[]): Machine {
-  return new Machine({ ramBytes: 64 << 20, console: { write: (b) => { out.push(b.slice()); }, onInput() {} }, boot: { kind: 'bare', elf } });
-}
-
-function runToEnd(m: Machine): void {
-  for (let i = 0; i < 10_000; i++) {
-    const r = m.vcpu.run(100_000);
-    if (r === ExitReason.Request || r === ExitReason.Fatal) return;
-  }
-  throw new Error('program did not finish');
-}
 
 const text = (chunks: Uint8Array[]) => Buffer.concat(chunks).toString('latin1');
 

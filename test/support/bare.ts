@@ -4,7 +4,8 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Machine, type MachineExit } from '../../src/machine/boot/machine.js';
+import { Machine, type MachineExit, type MachineOptions } from '../../src/machine/boot/machine.js';
+import { ExitReason } from '../../src/machine/cpu/exports.js';
 import { buildBareProgram } from '../../src/guest/bare/build.js';
 
 /** <repo>: this file is compiled to <repo>/dist/test/support/bare.js. */
@@ -64,4 +65,21 @@ export function runOnQemu(elfPath: string, timeoutSec = 20): string {
   if (r.error) throw r.error;
   if (r.status === 124) throw new Error(`QEMU timed out after ${timeoutSec}s running ${elfPath}; output:\n${r.stdout}`);
   return r.stdout;
+}
+
+/** A bare-mode Machine running `elf`, its console output collected into `out`. */
+export function bareMachine(elf: Uint8Array, out: Uint8Array[], extra: Partial<MachineOptions> = {}): Machine {
+  return new Machine({
+    ramBytes: 64 << 20, console: { write: (b) => { out.push(b.slice()); }, onInput() {} },
+    boot: { kind: 'bare', elf }, ...extra,
+  });
+}
+
+/** Runs a bare-metal program in slices until it powers off (or fails). */
+export function runToEnd(m: Machine): void {
+  for (let i = 0; i < 10_000; i++) {
+    const r = m.vcpu.run(100_000);
+    if (r === ExitReason.Request || r === ExitReason.Fatal) return;
+  }
+  throw new Error('program did not finish');
 }

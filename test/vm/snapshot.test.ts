@@ -9,9 +9,8 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, readdirSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { buildBare } from '../support/bare.js';
+import { bareMachine, buildBare, runToEnd } from '../support/bare.js';
 import { Machine, type MachineOptions } from '../../src/machine/boot/machine.js';
-import { ExitReason } from '../../src/machine/cpu/exports.js';
 import { FerryError } from '../../src/errors.js';
 import { readSnapshot, restoreSnapshot, writeSnapshot } from '../../src/vm/snapshot/file.js';
 import { crc32, crc32Table, hasNativeCrc32 } from '../../src/vm/snapshot/crc32.js';
@@ -27,20 +26,8 @@ const elf = () => readFileSync(buildBare(['state-roundtrip.c'], 'state-roundtrip
 const dir = mkdtempSync(join(tmpdir(), 'ferry-snapshot-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 
-function bare(out: Uint8Array[], extra: Partial<MachineOptions> = {}): Machine {
-  return new Machine({
-    ramBytes: 64 << 20, console: { write: (b) => { out.push(b.slice()); }, onInput() {} },
-    boot: { kind: 'bare', elf: elf() }, ...extra,
-  });
-}
+const bare = (out: Uint8Array[], extra: Partial<MachineOptions> = {}): Machine => bareMachine(elf(), out, extra);
 
-function runToEnd(m: Machine): void {
-  for (let i = 0; i < 10_000; i++) {
-    const r = m.vcpu.run(100_000);
-    if (r === ExitReason.Request || r === ExitReason.Fatal) return;
-  }
-  throw new Error('program did not finish');
-}
 
 function code(e: unknown): string {
   return e instanceof FerryError ? e.code : `not a FerryError: ${e instanceof Error ? e.stack : String(e)}`;
