@@ -1,0 +1,43 @@
+// One valid instance of every message type, shared by the protocol and fuzz tests.
+
+import { AbortCode, PAGE_SIZE, type ProtocolMessage } from '../../src/migration/protocol/messages.js';
+
+export const RAM_BYTES = 64 << 20;
+
+function pageData(pages: number, seed: number): Buffer {
+  const b = Buffer.alloc(pages * PAGE_SIZE);
+  for (let i = 0; i < b.length; i += 97) b[i] = (i * 31 + seed) & 0xff;
+  return b;
+}
+
+export function sampleMessages(): ProtocolMessage[] {
+  return [
+    { type: 'Hello', versions: { min: 1, max: 3 }, tokenId: Buffer.alloc(16, 0xa1), sourceNonce: Buffer.alloc(32, 0xb2) },
+    { type: 'Challenge', versions: { min: 1, max: 1 }, version: 1, destinationNonce: Buffer.alloc(32, 0xc3) },
+    { type: 'Auth', proof: Buffer.alloc(32, 0xd4) },
+    { type: 'AuthOk', proof: Buffer.alloc(32, 0xe5) },
+    {
+      type: 'Config',
+      ramBytes: RAM_BYTES,
+      pageSize: PAGE_SIZE,
+      isa: 'rv64imafdc_zicsr_zifencei',
+      name: 'web-1 ✓',
+      devices: ['uart16550', 'virtio-blk', 'virtio-net'],
+      config: { name: 'web-1', memoryMiB: 64, disks: [{ path: '/var/lib/ferry/web-1.img' }] },
+    },
+    { type: 'Reserved', vmId: 'vm-7f3a' },
+    { type: 'Pages', round: 0, compression: 0, pages: [0, 1, 7, 16383], data: pageData(4, 1) },
+    { type: 'Pages', round: 3, compression: 0, pages: [42], data: pageData(1, 9) },
+    { type: 'ZeroRun', round: 2, firstPage: 100, count: 28 },
+    { type: 'RoundEnd', round: 2, pagesSent: 12345, pagesZeroed: 28 },
+    { type: 'RoundAck', round: 2, pagesReceived: 12373 },
+    { type: 'DeviceState', state: { config: { ramBytes: RAM_BYTES, sbiInMachine: true }, cpu: { pc: '0x80200000' }, virtio: [], clock: { ticks: '123456789' } } },
+    { type: 'CommitRequest', finalRound: 5 },
+    { type: 'Committed' },
+    { type: 'Activate' },
+    { type: 'Done' },
+    { type: 'Cancel', reason: 'operator cancelled' },
+    { type: 'Abort', code: AbortCode.CannotHost, message: 'not enough memory: 64 MiB wanted, 12 MiB free' },
+    { type: 'Abort', code: 999, message: '' },
+  ];
+}
