@@ -75,7 +75,7 @@ export function run(budget: i32): i32 {
   return S.exitReason;
 }
 
-function step(retiredInSlice: i32): void {
+@inline function step(retiredInSlice: i32): void {
   // ---- fetch ----
   const pc = S.pc;
   if ((pc >> 12) != S.fetchVpn) {
