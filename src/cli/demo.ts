@@ -2,12 +2,11 @@
 // ferry's guest programs in it, and reports what it saw. Later milestones grow this into the
 // live-migration demo.
 
-import { readFileSync } from 'node:fs';
 import { parseFlags } from './args.js';
 import { Machine } from '../machine/boot/machine.js';
 import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../machine/console/shell.js';
 import { ensureGuestImage } from '../guest/image.js';
-import { GUEST_CMDLINE } from '../guest/cmdline.js';
+import { guestBoot } from '../guest/boot.js';
 
 export async function demoCommand(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, { json: { type: 'boolean' } });
@@ -17,7 +16,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const t0 = performance.now();
   const machine = new Machine({
     ramBytes: 256 << 20, console: driver,
-    boot: { kind: 'linux', kernel: readFileSync(image.kernel), initrd: readFileSync(image.initramfs), cmdline: GUEST_CMDLINE },
+    boot: guestBoot(image),
   });
   const running = machine.run();
   try {

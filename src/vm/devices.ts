@@ -77,9 +77,8 @@ export function randomMac(): Uint8Array {
   return mac;
 }
 
-export function formatMac(mac: Uint8Array): string {
-  return [...mac].map((b) => b.toString(16).padStart(2, '0')).join(':');
-}
+/** The one MAC formatter, shared with the announce frames. */
+export { formatMac } from '../net/announce.js';
 
 /** The opened backends of a VM, and the device models built on them. */
 export class VmDevices implements AsyncDisposable {

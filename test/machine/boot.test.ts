@@ -2,11 +2,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { ensureGuestImage } from '../../src/guest/image.js';
-import { GUEST_CMDLINE } from '../../src/guest/cmdline.js';
 import { Machine } from '../../src/machine/boot/machine.js';
 import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../../src/machine/console/shell.js';
+import { guestBoot } from '../../src/guest/boot.js';
 
 test('the Debian guest boots to a shell, runs commands and powers off', { timeout: 600_000 }, async () => {
   const image = await ensureGuestImage();
@@ -14,7 +13,7 @@ test('the Debian guest boots to a shell, runs commands and powers off', { timeou
   const machine = new Machine({
     ramBytes: 256 << 20,
     console: driver,
-    boot: { kind: 'linux', kernel: readFileSync(image.kernel), initrd: readFileSync(image.initramfs), cmdline: GUEST_CMDLINE },
+    boot: guestBoot(image),
   });
   const running = machine.run();
   try {

@@ -3,15 +3,14 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { VirtioBalloon, BALLOON_F_REPORTING, INFLATE_QUEUE, DEFLATE_QUEUE, REPORTING_QUEUE } from '../../src/machine/devices/virtio/balloon.js';
 import { Reg, F_VERSION_1, STATUS_NEEDS_RESET, INT_CONFIG_CHANGE } from '../../src/machine/devices/virtio/constants.js';
 import { PAGE_SIZE } from '../../src/machine/memory/guest-memory.js';
 import { makeMemory, TestDriver, RAM_BASE } from './virtio-driver.js';
 import { ensureGuestImage } from '../../src/guest/image.js';
-import { GUEST_CMDLINE } from '../../src/guest/cmdline.js';
 import { Machine } from '../../src/machine/boot/machine.js';
 import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../../src/machine/console/shell.js';
+import { guestBoot } from '../../src/guest/boot.js';
 
 function setup(): { d: TestDriver; b: VirtioBalloon } {
   const memory = makeMemory(4 << 20);
@@ -118,7 +117,7 @@ test('the Debian guest binds virtio_balloon, reports free pages, and follows the
   const machine = new Machine({
     ramBytes: 256 << 20,
     console,
-    boot: { kind: 'linux', kernel: readFileSync(image.kernel), initrd: readFileSync(image.initramfs), cmdline: GUEST_CMDLINE },
+    boot: guestBoot(image),
     virtio: (mem) => [(balloon = new VirtioBalloon(mem))],
   });
   const b = balloon!;

@@ -3,13 +3,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { ensureGuestImage } from '../../src/guest/image.js';
-import { GUEST_CMDLINE } from '../../src/guest/cmdline.js';
 import { Machine } from '../../src/machine/boot/machine.js';
 import { VirtioBlock } from '../../src/machine/devices/virtio/block.js';
 import { MemoryBlockBackend } from '../../src/storage/memory.js';
 import { ConsoleDriver, GUEST_PROMPT } from '../../src/machine/console/shell.js';
+import { guestBoot } from '../../src/guest/boot.js';
 
 /** A disk whose reads fail past a byte offset, as a dying server would. */
 class FlakyDisk extends MemoryBlockBackend {
@@ -29,7 +28,7 @@ test('the guest reads, writes and flushes a virtio-blk disk', { timeout: 300_000
   const m = new Machine({
     ramBytes: 256 << 20, console: driver,
     virtio: (mem) => [new VirtioBlock(mem, disk, { serial: 'test-serial', log: (l) => logs.push(l) })],
-    boot: { kind: 'linux', kernel: readFileSync(image.kernel), initrd: readFileSync(image.initramfs), cmdline: GUEST_CMDLINE },
+    boot: guestBoot(image),
   });
   const running = m.run();
   try {

@@ -2,7 +2,6 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { setImmediate as tick } from 'node:timers/promises';
 import { MemoryNetBackend } from '../../src/net/memory-backend.js';
 import {
@@ -12,9 +11,10 @@ import {
 import { Reg, F_VERSION_1, STATUS_NEEDS_RESET, INT_CONFIG_CHANGE } from '../../src/machine/devices/virtio/constants.js';
 import { makeMemory, TestDriver } from './virtio-driver.js';
 import { ensureGuestImage } from '../../src/guest/image.js';
-import { GUEST_CMDLINE } from '../../src/guest/cmdline.js';
 import { Machine } from '../../src/machine/boot/machine.js';
 import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../../src/machine/console/shell.js';
+import { guestBoot } from '../../src/guest/boot.js';
+import { GUEST_CMDLINE } from '../../src/guest/cmdline.js';
 
 const MAC = Uint8Array.of(0x52, 0x54, 0x00, 0x12, 0x34, 0x56);
 const HOST_MAC = Uint8Array.of(0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc);
@@ -302,10 +302,7 @@ test('the Debian guest pings a TS peer through virtio-net and announces itself o
   const machine = new Machine({
     ramBytes: 256 << 20,
     console,
-    boot: {
-      kind: 'linux', kernel: readFileSync(image.kernel), initrd: readFileSync(image.initramfs),
-      cmdline: `${GUEST_CMDLINE} ferry.ip=10.0.2.15/24`,
-    },
+    boot: guestBoot(image, `${GUEST_CMDLINE} ferry.ip=10.0.2.15/24`),
     virtio: (mem) => [(net = new VirtioNet(mem, { backend: guestEnd, mac: MAC }))],
   });
   const running = machine.run();

@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { startNbdkit } from './nbdkit.js';
 import { NbdBackend } from '../../src/storage/nbd/client.js';
 import { ensureGuestImage } from '../../src/guest/image.js';
-import { GUEST_CMDLINE } from '../../src/guest/cmdline.js';
 import { Machine } from '../../src/machine/boot/machine.js';
 import { VirtioBlock } from '../../src/machine/devices/virtio/block.js';
 import { ConsoleDriver, GUEST_PROMPT } from '../../src/machine/console/shell.js';
+import { guestBoot } from '../../src/guest/boot.js';
 
 test('a guest survives its NBD server dying mid-I/O and uses the disk again after it returns', { timeout: 600_000 }, async () => {
   const image = await ensureGuestImage();
@@ -26,7 +26,7 @@ test('a guest survives its NBD server dying mid-I/O and uses the disk again afte
   const m = new Machine({
     ramBytes: 256 << 20, console: driver,
     virtio: (mem) => [new VirtioBlock(mem, disk, { log: () => {} })],
-    boot: { kind: 'linux', kernel: readFileSync(image.kernel), initrd: readFileSync(image.initramfs), cmdline: GUEST_CMDLINE },
+    boot: guestBoot(image),
   });
   const running = m.run();
   try {

@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { Vm } from '../../src/vm/vm.js';
 import type { VmConfig } from '../../src/vm/types.js';
 import { ensureGuestImage } from '../../src/guest/image.js';
-import { ConsoleDriver, GUEST_PROMPT } from '../../src/machine/console/shell.js';
+import { GUEST_PROMPT } from '../../src/machine/console/shell.js';
+import { attach } from '../support/console.js';
 
 const BRIDGE = `fbr${process.pid % 100000}`;
 const HOST_IP = '10.78.0.1';
@@ -21,12 +22,6 @@ const GUEST_IP = '10.78.0.2';
 
 function ip(...args: string[]): void { execFileSync('ip', args, { stdio: 'ignore' }); }
 
-function attach(vm: Vm): ConsoleDriver {
-  const d = new ConsoleDriver();
-  vm.onConsole((b) => d.write(b));
-  d.onInput((b) => vm.consoleWrite(b));
-  return d;
-}
 
 /** Sends `text` on the connection and resolves with the echoed bytes. */
 function echo(sock: Socket, text: string, timeoutMs: number): Promise<string> {

@@ -17,7 +17,8 @@ import type { VmConfig, VmEvent } from '../../src/vm/types.js';
 import { InvalidTransitionError, type VmStateKind } from '../../src/vm/lifecycle.js';
 import { DeviceSpecError } from '../../src/vm/devices.js';
 import { ensureGuestImage } from '../../src/guest/image.js';
-import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../../src/machine/console/shell.js';
+import { GUEST_PROMPT, GUEST_READY } from '../../src/machine/console/shell.js';
+import { attach } from '../support/console.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ferry-vm-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
@@ -31,12 +32,6 @@ const kindOf = (vm: Vm): VmStateKind => vm.state.kind;
 const threads = () => readdirSync('/proc/self/task').length;
 const taps = () => readdirSync('/sys/class/net').filter((n) => n.startsWith('tap')).sort();
 
-function attach(vm: Vm): ConsoleDriver {
-  const d = new ConsoleDriver();
-  vm.onConsole((b) => d.write(b));
-  d.onInput((b) => vm.consoleWrite(b));
-  return d;
-}
 
 interface Beat { n: number; mono: number }
 function beats(output: string): Beat[] {

@@ -2,7 +2,7 @@
 // control queue. No checksum or segmentation offloads, so every frame the guest sends is a
 // finished Ethernet frame and every frame it receives needs no fix-up beyond the header.
 
-import { buildRarpAnnounce, formatMac } from '../../../net/announce.js';
+import { buildRarpAnnounce } from '../../../net/announce.js';
 import type { VirtioDevice, VirtioDeviceContext } from './device.js';
 import { DEVICE_ID_NET } from './constants.js';
 import { readChain, writeChain, type DescriptorChain, type Virtqueue } from './queue.js';
@@ -141,7 +141,7 @@ export class VirtioNet implements VirtioDevice<VirtioNetState> {
   /** The VMM's own announcement after a move (works whatever the guest driver does): a RARP
    * from the NIC's MAC, so the LAN's switches learn its new port. */
   sendRarp(): void {
-    this.backend.send(buildRarpAnnounce(formatMac(this.mac)));
+    this.backend.send(buildRarpAnnounce(this.mac));
   }
 
   announce(): boolean {
