@@ -7,16 +7,21 @@ import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http
 import type { AddressInfo } from 'node:net';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { isAbsolute } from 'node:path';
-import type { SnapshotResult, VmConfig, VmEvent, VmHandle } from '../vm/types.js';
+import type { MigratableVm, SnapshotResult, VmConfig, VmEvent, VmHandle } from '../vm/types.js';
 import { allowedCommands, transition, VmCommand, VmState } from '../vm/lifecycle.js';
 import { badRequest, errorBody, HostError, notFound } from './errors.js';
 import { validateConfig, validateName } from './config.js';
 import { StateDir } from './store.js';
 import type { VmFactory } from './factory.js';
+import { MigrationService, type MigrationHost } from './migrations.js';
+import type { SenderTimeouts } from '../migration/engine/sender.js';
+import type { ReceiverTimeouts } from '../migration/engine/receiver.js';
 
 export type { VmFactory } from './factory.js';
 
 export const DEFAULT_LISTEN = '127.0.0.1:7480';
+/** The migration listener's port when not given: next to the API's default. */
+export const DEFAULT_MIGRATION_PORT = 7481;
 const MAX_BODY = 1 << 20;
 const HEARTBEAT_MS = 15_000;
 const DISPOSE_TIMEOUT_MS = 15_000;
@@ -27,6 +32,10 @@ export interface DaemonOptions {
   readonly listen?: string;
   readonly factory: VmFactory;
   readonly log?: (message: string) => void;
+  /** `HOST:PORT` for incoming migrations; default: the API's host, port 7481 (0 if the API's is 0). */
+  readonly migrationListen?: string;
+  readonly migrationTimeouts?: { readonly sender?: Partial<SenderTimeouts>; readonly receiver?: Partial<ReceiverTimeouts> };
+  readonly migrationTokenTtlMs?: number;
 }
 
 /** A VM as the API shows it. */
@@ -74,9 +83,16 @@ export const ROUTES: readonly Route[] = [
   { method: 'POST', path: '/v1/vms/{name}/snapshot', handler: async (d, req, _s, p) => d.snapshot(p['name']!, await readJson(req)) },
   { method: 'GET', path: '/v1/vms/{name}/console', handler: async (d, req, res, p) => d.consoleOut(p['name']!, req, res) },
   { method: 'POST', path: '/v1/vms/{name}/console', handler: async (d, req, _s, p) => d.consoleIn(p['name']!, await readJson(req)) },
+  { method: 'POST', path: '/v1/vms/{name}/migrate', handler: async (d, req, _s, p) => ({ status: 202, body: d.migrations.startOutgoing(p['name']!, await readJson(req)) }) },
+  { method: 'POST', path: '/v1/vms/{name}/wws', handler: async (d, req, _s, p) => d.wws(p['name']!, await readJson(req)) },
+  { method: 'POST', path: '/v1/migrations/incoming', handler: async (d) => ({ status: 201, body: d.migrations.issueToken() }) },
+  { method: 'GET', path: '/v1/migrations', handler: async (d) => ({ status: 200, body: { migrations: d.migrations.list() } }) },
+  { method: 'GET', path: '/v1/migrations/{id}', handler: async (d, _q, _s, p) => ({ status: 200, body: d.migrations.get(p['id']!) }) },
+  { method: 'POST', path: '/v1/migrations/{id}/cancel', handler: async (d, _q, _s, p) => ({ status: 200, body: d.migrations.cancel(p['id']!) }) },
+  { method: 'POST', path: '/v1/migrations/{id}/resolve', handler: async (d, req, _s, p) => ({ status: 200, body: await d.migrations.resolve(p['id']!, await readJson(req)) }) },
 ];
 
-export class Daemon {
+export class Daemon implements MigrationHost {
   private readonly vms = new Map<string, Entry>();
   /** Names being created or restored: taken, though no handle exists yet. */
   private readonly reserved = new Set<string>();
@@ -84,13 +100,14 @@ export class Daemon {
   private readonly heartbeat: NodeJS.Timeout;
   private readonly tokenDigest: Buffer;
   private closing: Promise<void> | undefined;
+  private migrationService: MigrationService | undefined;
 
   private constructor(
     private readonly server: Server,
     private readonly store: StateDir,
     readonly token: string,
     private readonly factory: VmFactory,
-    private readonly log: (message: string) => void,
+    readonly log: (message: string) => void,
   ) {
     this.tokenDigest = digest(token);
     this.heartbeat = setInterval(() => this.ping(), HEARTBEAT_MS).unref();
@@ -115,7 +132,24 @@ export class Daemon {
       await daemon.close();
       throw new HostError('LISTEN_FAILED', `cannot listen on ${host}:${port}: ${(err as Error).message}`, { cause: err });
     }
+    try {
+      const listen = options.migrationListen !== undefined ? parseListen(options.migrationListen) : { host, port: port === 0 ? 0 : DEFAULT_MIGRATION_PORT };
+      daemon.migrationService = await MigrationService.start(daemon, {
+        listen,
+        ...(options.migrationTimeouts?.sender ? { senderTimeouts: options.migrationTimeouts.sender } : {}),
+        ...(options.migrationTimeouts?.receiver ? { receiverTimeouts: options.migrationTimeouts.receiver } : {}),
+        ...(options.migrationTokenTtlMs !== undefined ? { tokenTtlMs: options.migrationTokenTtlMs } : {}),
+      });
+    } catch (err) {
+      await daemon.close();
+      throw err;
+    }
     return daemon;
+  }
+
+  get migrations(): MigrationService {
+    if (!this.migrationService) throw new HostError('SHUTTING_DOWN', 'the migration service is not running');
+    return this.migrationService;
   }
 
   get url(): string {
@@ -131,6 +165,7 @@ export class Daemon {
 
   private async shutdown(): Promise<void> {
     clearInterval(this.heartbeat);
+    await this.migrationService?.close().catch((err: unknown) => this.log(`closing migrations: ${String(err)}`));
     const closed = this.server.listening
       ? new Promise<void>((resolve) => this.server.close(() => resolve()))
       : Promise.resolve();
@@ -328,8 +363,9 @@ export class Daemon {
     if (this.vms.get(e.handle.name) === e) this.vms.delete(e.handle.name);
   }
 
-  private persist(handle: VmHandle): void {
-    if (this.closing) return;
+  persist(handle: VmHandle): void {
+    // A reservation for an incoming migration is not a VM of this host until it runs here.
+    if (this.closing || handle.state.kind === 'migrating-in') return;
     try {
       this.store.save({ config: handle.config, lastState: handle.state.kind });
     } catch (err) {
@@ -356,6 +392,50 @@ export class Daemon {
     }
   }
 
+  // --- migration (MigrationHost) ------------------------------------------------------------
+
+  migratable(name: string): MigratableVm {
+    const handle = this.entry(name).handle;
+    if (!isMigratable(handle)) throw new HostError('MIGRATION_UNSUPPORTED', `VM ${name} cannot be migrated by this daemon`);
+    return handle;
+  }
+
+  async reserveIncoming(config: VmConfig, from: string): Promise<MigratableVm> {
+    if (this.closing) throw new HostError('SHUTTING_DOWN', 'the daemon is shutting down');
+    const make = this.factory.incoming;
+    if (!make) throw new HostError('MIGRATION_UNSUPPORTED', 'this daemon cannot receive migrations');
+    this.reserve(config.name);
+    try {
+      const handle = await make.call(this.factory, config, from);
+      this.adopt(handle);
+      return handle;
+    } finally {
+      this.reserved.delete(config.name);
+    }
+  }
+
+  async removeVm(handle: VmHandle): Promise<void> {
+    const e = this.vms.get(handle.name);
+    if (e && e.handle === handle) {
+      this.release(e);
+      this.store.remove(handle.name);
+    }
+    await handle.dispose();
+  }
+
+  /** `POST /v1/vms/{name}/wws`: dirty pages per interval while the guest runs (Clark et al. §4). */
+  async wws(name: string, body: unknown): Promise<Reply> {
+    const vm = this.migratable(name);
+    if (!isRecord(body)) throw badRequest('body must be a JSON object');
+    for (const key of Object.keys(body)) if (key !== 'intervalMs' && key !== 'durationMs') throw badRequest(`unknown field '${key}'`);
+    const intervalMs = body['intervalMs'] ?? 50;
+    const durationMs = body['durationMs'] ?? 5000;
+    if (typeof intervalMs !== 'number' || !Number.isInteger(intervalMs) || intervalMs < 10 || intervalMs > 60_000) throw badRequest("'intervalMs' must be an integer in 10..60000");
+    if (typeof durationMs !== 'number' || !Number.isInteger(durationMs) || durationMs < intervalMs || durationMs > 600_000) throw badRequest("'durationMs' must be an integer in intervalMs..600000");
+    const trace = await vm.traceWorkingSet(intervalMs, Math.floor(durationMs / intervalMs));
+    return { status: 200, body: trace };
+  }
+
   // --- streams -----------------------------------------------------------------------------
 
   /** `GET /v1/events[?vm=NAME]`: server-sent VmEvents, one SSE event per VmEvent, named by its type. */
@@ -368,7 +448,7 @@ export class Daemon {
     return 'streaming';
   }
 
-  private broadcast(event: VmEvent): void {
+  broadcast(event: VmEvent): void {
     const frame = `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
     for (const [res, vm] of this.eventStreams) if (vm === undefined || vm === event.vm) res.write(frame);
   }
@@ -476,6 +556,10 @@ function snapshotPath(body: unknown): string {
   // The daemon's working directory means nothing to a client, so relative paths are refused.
   if (typeof file !== 'string' || !isAbsolute(file) || file.includes('\0')) throw badRequest("'file' must be an absolute path");
   return file;
+}
+
+function isMigratable(h: VmHandle): h is MigratableVm {
+  return typeof (h as Partial<MigratableVm>).freeze === 'function';
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

@@ -6,6 +6,7 @@ import { realVmFactory, VmFactory } from './factory.js';
 export interface RunDaemonOptions {
   readonly stateDir: string;
   readonly listen?: string;
+  readonly migrationListen?: string;
   readonly factory?: VmFactory;
 }
 
@@ -14,9 +15,13 @@ export async function runDaemon(options: RunDaemonOptions): Promise<number> {
   const listen = options.listen ?? DEFAULT_LISTEN;
   const log = (m: string): void => { process.stderr.write(`ferryd: ${m}\n`); };
   if (!isLoopback(parseListen(listen).host)) log(`warning: listening on ${listen}, reachable from other hosts (token-protected, not encrypted)`);
-  const daemon = await Daemon.start({ stateDir: options.stateDir, listen, factory: options.factory ?? realVmFactory, log });
-  // Tests and scripts read this line to learn the port when listening on :0.
+  const daemon = await Daemon.start({
+    stateDir: options.stateDir, listen, factory: options.factory ?? realVmFactory, log,
+    ...(options.migrationListen !== undefined ? { migrationListen: options.migrationListen } : {}),
+  });
+  // Tests and scripts read these lines to learn the ports when listening on :0.
   process.stdout.write(`ferryd listening on ${daemon.url}\n`);
+  process.stdout.write(`ferryd migrations on ${daemon.migrations.address}:${daemon.migrations.port}\n`);
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     const on = (s: NodeJS.Signals): void => {
       process.off('SIGTERM', on);

@@ -52,8 +52,9 @@ export class LabVm {
    * The peer: qemu-system-riscv64 running the same guest with the same kinds of devices
    * (virtio-net on a TAP joined to the host's br0, virtio-blk disks, virtio-rng).
    * NBD disks are given as nbd:// URIs, which QEMU's block layer opens itself.
+   * `qemuArgs` are appended to QEMU's command line (e.g. -qmp, -incoming).
    */
-  static async startQemu(lab: Lab, opts: LabVmOptions & { kernel: string; initramfs: string; cmdline: string }): Promise<LabVm> {
+  static async startQemu(lab: Lab, opts: LabVmOptions & { kernel: string; initramfs: string; cmdline: string; qemuArgs?: readonly string[] }): Promise<LabVm> {
     const { address, mac, gateway, cidr } = placement(lab, opts);
     const tap = `qtap${opts.index}`;
     const args = [
@@ -64,6 +65,7 @@ export class LabVm {
       '-device', `virtio-net-device,netdev=n0,mac=${mac}`,
       '-device', 'virtio-rng-device',
       ...(opts.disks ?? []).flatMap((d, i) => ['-drive', `file=${d},if=none,id=d${i},format=raw,cache=none`, '-device', `virtio-blk-device,drive=d${i}`]),
+      ...(opts.qemuArgs ?? []),
     ];
     const vm = LabVm.spawn(lab, opts.host, 'qemu-system-riscv64', args, address, mac);
     // QEMU creates the TAP as it starts; join it to the host's bridge as ferry does its own.

@@ -114,6 +114,12 @@ export class VmDevices implements AsyncDisposable {
     return out;
   }
 
+  /** Makes every write the disks acknowledged durable on their backends (before a migration
+   * hands the disks to another host). */
+  async flushDisks(): Promise<void> {
+    await Promise.all(this.disks.filter((d) => !d.readOnly).map((d) => d.flush()));
+  }
+
   async close(): Promise<void> {
     await Promise.allSettled([...this.nets, ...this.disks].map((b) => b.close()));
   }

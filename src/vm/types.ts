@@ -3,6 +3,8 @@
 // touches the machine directly.
 
 import type { VmState } from './lifecycle.js';
+import type { GuestMemory } from '../machine/memory/guest-memory.js';
+import type { MachineState } from '../machine/boot/machine.js';
 
 /** What a VM is made of; persisted by the daemon under its state directory as JSON. */
 export interface VmConfig {
@@ -24,7 +26,18 @@ export interface VmConfig {
 export type VmEvent =
   | { readonly type: 'state'; readonly vm: string; readonly state: VmState }
   | { readonly type: 'progress'; readonly vm: string; readonly operation: string; readonly done: number; readonly total: number }
-  | { readonly type: 'guest-exit'; readonly vm: string; readonly reason: string };
+  | { readonly type: 'guest-exit'; readonly vm: string; readonly reason: string }
+  /** A migration of this VM moved on (stage, round, progress) or ended (with its report). */
+  | { readonly type: 'migration'; readonly vm: string; readonly migration: MigrationEventView };
+
+/** What a migration event carries (src/host/migrations.ts MigrationView); kept structural here
+ * so the VM layer does not depend on the host layer. */
+export interface MigrationEventView {
+  readonly id: string;
+  readonly vm: string;
+  readonly direction: 'out' | 'in';
+  readonly stage: string;
+}
 
 export interface SnapshotResult {
   readonly file: string;
@@ -50,4 +63,38 @@ export interface VmHandle {
   onEvent(listener: (event: VmEvent) => void): () => void;
   /** Ends the worker and releases the VM's host resources. */
   dispose(): Promise<void>;
+}
+
+/** What a freeze leaves: the pages dirtied since the last harvest and the machine's state, taken
+ * in one step with the guest paused and its devices still; RAM holds until the VM thaws. */
+export interface FrozenVm {
+  readonly dirtyLog: Uint8Array;
+  readonly state: MachineState;
+  /** How long pausing and draining in-flight I/O took. */
+  readonly quiesceMs: number;
+}
+
+/** Dirty pages per interval (Clark et al.'s writable working set), from `ferry wws`. */
+export interface WwsTrace {
+  readonly intervalMs: number;
+  readonly pageSize: number;
+  readonly dirtyPages: readonly number[];
+  /** The intervals as they really fell (the vCPU yields to timers between slices). */
+  readonly measuredIntervalMs: readonly number[];
+}
+
+/**
+ * A VM that can be migrated. Source: beginMigrationOut, then memory() and harvestDirtyLog()
+ * for the pre-copy rounds, freeze() for stop-and-copy, endMigrationOut() with the outcome.
+ * Destination: Vm.incoming(), memory() to write RAM, loadMigratedState(), activate().
+ */
+export interface MigratableVm extends VmHandle {
+  memory(): Promise<GuestMemory>;
+  beginMigrationOut(to: string): Promise<void>;
+  harvestDirtyLog(): Promise<Uint8Array>;
+  freeze(): Promise<FrozenVm>;
+  endMigrationOut(outcome: { committed: true } | { committed: false; error: string; frozen: boolean }): Promise<void>;
+  loadMigratedState(state: MachineState): Promise<void>;
+  activate(): Promise<void>;
+  traceWorkingSet(intervalMs: number, samples: number): Promise<WwsTrace>;
 }

@@ -8,7 +8,10 @@ import { FerryError } from '../errors.js';
 import { transition, type VmCommand, type VmState, type VmStateKind } from './lifecycle.js';
 import { resolveVmConfig } from './config.js';
 import type { SnapshotResult, VmConfig, VmEvent, VmHandle } from './types.js';
-import type { FromWorker, ReplyResults, ToWorker, WorkerRequest, WorkerRequestType, WorkerStatus } from './worker-protocol.js';
+import type { FromWorker, ReplyResults, ToWorker, WorkerInit, WorkerRequest, WorkerRequestType, WorkerStatus } from './worker-protocol.js';
+import { GuestMemory } from '../machine/memory/guest-memory.js';
+import type { MachineState } from '../machine/boot/machine.js';
+import type { FrozenVm, MigratableVm, WwsTrace } from './types.js';
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 
@@ -49,7 +52,7 @@ interface Link {
 
 type RequestBody = WorkerRequest extends infer R ? R extends WorkerRequest ? Omit<R, 'id'> : never : never;
 
-export class Vm implements VmHandle {
+export class Vm implements VmHandle, MigratableVm {
   readonly name: string;
   private current: VmState = { kind: 'created' };
   private link: Link | undefined;
@@ -59,6 +62,9 @@ export class Vm implements VmHandle {
   private readonly timeouts: VmTimeouts;
   private readonly consoleListeners = new Set<(bytes: Uint8Array) => void>();
   private readonly eventListeners = new Set<(event: VmEvent) => void>();
+  /** Guest RAM as the main thread sees it (the worker's shared memory), once asked for. */
+  private sharedMemory: GuestMemory | undefined;
+  private incoming = false;
 
   private constructor(readonly config: VmConfig, options: VmOptions) {
     this.name = config.name;
@@ -76,6 +82,33 @@ export class Vm implements VmHandle {
     const vm = Vm.create(config, options);
     try {
       await vm.serial(() => vm.restoreFrom(resolvePath(file)));
+    } catch (e) {
+      await vm.dispose();
+      throw e;
+    }
+    return vm;
+  }
+
+  /**
+   * A migration's destination: an empty machine (devices and backends open, RAM zeroed) in
+   * state `migrating-in`, waiting for RAM, then loadMigratedState() and activate().
+   */
+  static async incoming(config: VmConfig, from: string, options: VmOptions = {}): Promise<Vm> {
+    const vm = Vm.create(config, options);
+    vm.incoming = true;
+    try {
+      await vm.serial(async () => {
+        const command: VmCommand = { type: 'migrate-in', from };
+        transition(vm.current, command);
+        const link = vm.spawn();
+        try {
+          await vm.attachMemory(link);
+        } catch (e) {
+          await vm.endWorker(link);
+          throw e;
+        }
+        vm.apply([command]);
+      });
     } catch (e) {
       await vm.dispose();
       throw e;
@@ -141,6 +174,91 @@ export class Vm implements VmHandle {
       }
       return { file: path, bytes: written.bytes, ms: Math.round(performance.now() - t0) };
     });
+  }
+
+  // --- migration (see MigratableVm in types.ts) -------------------------------------------
+
+  memory(): Promise<GuestMemory> {
+    return this.serial(async () => this.sharedMemory ?? this.attachMemory(this.requireLink()));
+  }
+
+  beginMigrationOut(to: string): Promise<void> {
+    return this.serial(async () => {
+      const command: VmCommand = { type: 'migrate-out', to };
+      transition(this.current, command);
+      await this.attachMemory(this.requireLink());
+      this.apply([command]);
+    });
+  }
+
+  harvestDirtyLog(): Promise<Uint8Array> {
+    return this.serial(async () => {
+      this.expect('migrating-out', 'harvest the dirty log of');
+      return (await this.request(this.requireLink(), { type: 'harvest-dirty' }, this.timeouts.control)).log;
+    });
+  }
+
+  freeze(): Promise<FrozenVm> {
+    return this.serial(async () => {
+      this.expect('migrating-out', 'freeze');
+      const r = await this.request(this.requireLink(), { type: 'freeze' }, this.timeouts.control + 10_000);
+      return { dirtyLog: r.log, state: r.state, quiesceMs: r.quiesceMs };
+    });
+  }
+
+  endMigrationOut(outcome: { committed: true } | { committed: false; error: string; frozen: boolean }): Promise<void> {
+    return this.serial(async () => {
+      const state = this.current;
+      if (state.kind !== 'migrating-out') throw new FerryError('VM_INVALID_STATE', `VM ${this.name} is ${state.kind}, not migrating out`);
+      if (outcome.committed) {
+        // The destination holds the VM now: this copy must never run again.
+        const command: VmCommand = { type: 'migration-committed' };
+        const link = this.link;
+        if (link && !link.ending) {
+          try { await this.request(link, { type: 'stop' }, this.timeouts.stop); } catch { /* ended below regardless */ }
+          await this.endWorker(link);
+        }
+        this.apply([command]);
+        return;
+      }
+      const command: VmCommand = { type: 'migration-aborted', error: outcome.error };
+      if (outcome.frozen) await this.request(this.requireLink(), { type: 'thaw', resume: state.resumeAs === 'running' }, this.timeouts.control);
+      this.apply([command]);
+    });
+  }
+
+  loadMigratedState(state: MachineState): Promise<void> {
+    return this.serial(async () => {
+      this.expect('migrating-in', 'load a migrated state into');
+      await this.request(this.requireLink(), { type: 'load-state', state }, this.timeouts.snapshot);
+    });
+  }
+
+  activate(): Promise<void> {
+    return this.serial(async () => {
+      const command: VmCommand = { type: 'migration-committed' };
+      transition(this.current, command);
+      await this.request(this.requireLink(), { type: 'resume' }, this.timeouts.control);
+      this.apply([command]);
+    });
+  }
+
+  traceWorkingSet(intervalMs: number, samples: number): Promise<WwsTrace> {
+    return this.serial(async () => {
+      this.expect('running', 'trace the working set of');
+      const r = await this.request(this.requireLink(), { type: 'wws', intervalMs, samples }, this.timeouts.control + intervalMs * samples * 2);
+      return { intervalMs, dirtyPages: [...r.dirtyPages], measuredIntervalMs: [...r.intervalMs], pageSize: 4096 };
+    });
+  }
+
+  private expect(kind: VmStateKind, what: string): void {
+    if (this.current.kind !== kind) throw new FerryError('VM_INVALID_STATE', `cannot ${what} a VM that is ${this.current.kind}`);
+  }
+
+  private async attachMemory(link: Link): Promise<GuestMemory> {
+    const { buffer, layout } = await this.request(link, { type: 'memory' }, this.timeouts.boot);
+    this.sharedMemory = new GuestMemory(buffer, layout);
+    return this.sharedMemory;
   }
 
   consoleWrite(bytes: Uint8Array): void {
@@ -246,7 +364,9 @@ export class Vm implements VmHandle {
     // trackUnmanagedFds off: a TAP's fd is opened by the TAP's own thread and closed by this
     // worker, which Node would warn about on every close. Backends are closed explicitly on
     // every way out but a terminate() of a wedged worker, where the TAP leaks regardless.
-    const worker = new Worker(WORKER_URL, { workerData: this.config, execArgv, name: `ferry-vm-${this.name}`, trackUnmanagedFds: false });
+    const init: WorkerInit = { config: this.config, incoming: this.incoming };
+    this.sharedMemory = undefined;
+    const worker = new Worker(WORKER_URL, { workerData: init, execArgv, name: `ferry-vm-${this.name}`, trackUnmanagedFds: false });
     const exited = new Promise<number>((resolve) => worker.once('exit', (code) => { this.onExit(link, code); resolve(code); }));
     const link: Link = { worker, pending: new Map(), status: 'starting', ending: false, exited };
     worker.on('message', (msg: FromWorker) => this.onMessage(link, msg));

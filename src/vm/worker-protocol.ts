@@ -1,5 +1,15 @@
 // Messages between a Vm (main thread) and its worker (worker.ts). Kept apart from the worker so
 // importing the types does not start a VM.
+
+import type { MemoryLayout } from '../machine/memory/guest-memory.js';
+import type { MachineState } from '../machine/boot/machine.js';
+import type { VmConfig } from './types.js';
+
+/** workerData: what to build. `incoming` builds an empty machine for a migration to fill. */
+export interface WorkerInit {
+  readonly config: VmConfig;
+  readonly incoming: boolean;
+}
 //
 // Requests carry an id and get exactly one reply with that id. Everything else the worker says
 // is unsolicited: console output, machine status, guest exit, progress, a crash.
@@ -19,7 +29,20 @@ export type WorkerRequest =
   /** Writes a snapshot of the paused machine. */
   | { readonly type: 'snapshot'; readonly id: number; readonly file: string }
   /** Loads a snapshot into the freshly built, never run machine; it stays paused. */
-  | { readonly type: 'restore'; readonly id: number; readonly file: string };
+  | { readonly type: 'restore'; readonly id: number; readonly file: string }
+  /** Shares guest RAM and the dirty log (one SharedArrayBuffer) with the main thread. */
+  | { readonly type: 'memory'; readonly id: number }
+  /** Copies and clears the dirty log between two slices. */
+  | { readonly type: 'harvest-dirty'; readonly id: number }
+  /** Pauses, drains in-flight I/O, flushes disks, holds NIC input, then harvests the dirty log
+   * and saves the machine state in one step: RAM stays still until `thaw`. */
+  | { readonly type: 'freeze'; readonly id: number }
+  /** Undoes freeze (releases held NIC input) and resumes the guest if `resume`. */
+  | { readonly type: 'thaw'; readonly id: number; readonly resume: boolean }
+  /** Loads a migrated MachineState into the incoming machine (RAM already written); it stays paused. */
+  | { readonly type: 'load-state'; readonly id: number; readonly state: MachineState }
+  /** Counts pages dirtied per interval (the writable working set over time). */
+  | { readonly type: 'wws'; readonly id: number; readonly intervalMs: number; readonly samples: number };
 
 export type WorkerRequestType = WorkerRequest['type'];
 
@@ -40,6 +63,12 @@ export interface ReplyResults {
   stop: undefined;
   snapshot: { readonly bytes: number; readonly ms: number };
   restore: { readonly bytes: number; readonly ms: number };
+  memory: { readonly buffer: SharedArrayBuffer; readonly layout: MemoryLayout };
+  'harvest-dirty': { readonly log: Uint8Array };
+  freeze: { readonly log: Uint8Array; readonly state: MachineState; readonly wasRunning: boolean; readonly quiesceMs: number };
+  thaw: undefined;
+  'load-state': undefined;
+  wws: { readonly dirtyPages: readonly number[]; readonly intervalMs: readonly number[] };
 }
 
 export type WorkerReply =

@@ -12,14 +12,13 @@ import { restoreSnapshot, writeSnapshot } from './snapshot/file.js';
 import { VirtioNet } from '../machine/devices/virtio/net.js';
 import { VmDevices } from './devices.js';
 import { resolveVmConfig } from './config.js';
-import type { VmConfig } from './types.js';
 import {
-  toWireError, type FromWorker, type GuestExit, type ReplyResults, type ToWorker, type WorkerRequest, type WorkerStatus,
+  toWireError, type FromWorker, type GuestExit, type ReplyResults, type ToWorker, type WorkerInit, type WorkerRequest, type WorkerStatus,
 } from './worker-protocol.js';
 
 if (!parentPort) throw new Error('src/vm/worker.ts runs as a worker thread (see vm.ts)');
 const port = parentPort;
-const config = workerData as VmConfig;
+const { config, incoming } = workerData as WorkerInit;
 
 function post(msg: FromWorker, transfer: ArrayBuffer[] = []): void {
   port.postMessage(msg, transfer);
@@ -78,6 +77,17 @@ interface Built {
 
 async function build(): Promise<Built> {
   const vm = resolveVmConfig(config);
+  if (incoming) {
+    // A migration fills RAM and state: no image to load, so none is read (or built).
+    const devices = await VmDevices.open(vm.devices);
+    try {
+      const machine = new Machine({ ramBytes: vm.ramBytes, console: consoleBackend, boot: { kind: 'incoming' }, virtio: (mem) => devices.models(mem) });
+      return { machine, devices };
+    } catch (e) {
+      await devices.close();
+      throw e;
+    }
+  }
   let kernelPath = config.kernel;
   let initrdPath = config.initramfs;
   if (kernelPath === undefined) {
@@ -177,6 +187,23 @@ function announceMove(machine: Machine): void {
   }
 }
 
+/** How long a freeze waits for in-flight disk requests; a backend that hangs longer is a
+ * failed stop-and-copy (the guest resumes on the source). */
+const QUIESCE_TIMEOUT_MS = 10_000;
+
+async function quiesceWithin(b: Built, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new FerryError('VM_QUIESCE_TIMEOUT', `in-flight device I/O did not finish within ${ms} ms`)), ms);
+  });
+  try {
+    await Promise.race([b.machine.quiesce(), late]);
+    await Promise.race([b.devices.flushDisks(), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 type Handler<T extends WorkerRequest['type']> = (req: Extract<WorkerRequest, { type: T }>, b: Built) => Promise<ReplyResults[T]>;
 
 const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
@@ -232,6 +259,62 @@ const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
     post({ type: 'progress', operation: 'restore', done: total, total });
     setStatus('paused');
     return { bytes: statSync(req.file).size, ms: Math.round(performance.now() - t0) };
+  },
+  memory: async (_req, b) => {
+    const buffer = b.machine.vcpu.memory.buffer;
+    if (!(buffer instanceof SharedArrayBuffer)) throw new FerryError('VM_WORKER_STATE', 'guest RAM is not shared memory');
+    return { buffer, layout: b.machine.vcpu.layout };
+  },
+  'harvest-dirty': async (_req, b) => ({ log: b.machine.harvestDirtyLog() }),
+  freeze: async (_req, b) => {
+    if (!used || closed) throw new FerryError('VM_WORKER_STATE', `the machine cannot be frozen (${status})`);
+    const t0 = performance.now();
+    const wasRunning = running !== undefined;
+    const exit = await halt(b.machine);
+    if (exit !== undefined && exit.kind !== 'paused') throw new FerryError('VM_GUEST_EXITED', `the guest ended before it could be frozen (${exit.kind})`);
+    setStatus('paused');
+    try {
+      await quiesceWithin(b, QUIESCE_TIMEOUT_MS);
+    } catch (e) {
+      b.machine.unquiesce();
+      if (wasRunning) go(b);
+      throw e;
+    }
+    const quiesceMs = performance.now() - t0;
+    // One synchronous step: nothing runs between the harvest and the state.
+    return { log: b.machine.harvestDirtyLog(), state: b.machine.save(), wasRunning, quiesceMs };
+  },
+  thaw: async (req, b) => {
+    b.machine.unquiesce();
+    if (req.resume && !running && !closed) go(b);
+    return undefined;
+  },
+  'load-state': async (req, b) => {
+    if (!incoming || running) throw new FerryError('VM_WORKER_STATE', 'a migrated state loads only into an incoming machine that has not run');
+    b.machine.restore(req.state);
+    used = true;
+    // The VM now sits behind another switch port: tell the LAN once it runs.
+    announcePending = true;
+    setStatus('paused');
+    return undefined;
+  },
+  wws: async (req, b) => {
+    if (!running) throw new FerryError('VM_WORKER_STATE', 'the working set is traced only while the guest runs');
+    const dirtyPages: number[] = [];
+    const intervalMs: number[] = [];
+    b.machine.harvestDirtyLog();
+    let last = performance.now();
+    for (let i = 0; i < req.samples && running; i++) {
+      await new Promise((r) => setTimeout(r, Math.max(0, last + req.intervalMs - performance.now())));
+      const log = b.machine.harvestDirtyLog();
+      const now = performance.now();
+      let n = 0;
+      for (let p = 0; p < log.length; p++) n += log[p]!;
+      dirtyPages.push(n);
+      intervalMs.push(Math.round((now - last) * 10) / 10);
+      last = now;
+    }
+    return { dirtyPages, intervalMs };
   },
 };
 

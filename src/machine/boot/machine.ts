@@ -52,7 +52,10 @@ function wallClockNs(): bigint {
 
 export type BootSpec =
   | { readonly kind: 'linux'; readonly kernel: Uint8Array; readonly initrd?: Uint8Array; readonly cmdline: string }
-  | { readonly kind: 'bare'; readonly elf: Uint8Array };
+  | { readonly kind: 'bare'; readonly elf: Uint8Array }
+  /** A Linux machine whose RAM and state arrive from elsewhere (a migration's destination):
+   * nothing is loaded, RAM stays zeroed until the image is written into it. */
+  | { readonly kind: 'incoming' };
 
 export interface MachineOptions {
   readonly ramBytes: number;
@@ -133,7 +136,7 @@ export class Machine {
   private readonly sbiInMachine: boolean;
 
   constructor(opts: MachineOptions) {
-    const sbiInMachine = opts.boot.kind === 'linux';
+    const sbiInMachine = opts.boot.kind !== 'bare';
     this.sbiInMachine = sbiInMachine;
     this.vcpu = new Vcpu({
       ramBytes: opts.ramBytes,
@@ -193,6 +196,7 @@ export class Machine {
   }
 
   private load(boot: BootSpec): void {
+    if (boot.kind === 'incoming') return;
     if (boot.kind === 'bare') {
       this.vcpu.pc = loadElf(boot.elf, this.memory);
       return;
@@ -250,6 +254,28 @@ export class Machine {
     }
     this.pauseRequested = true;
     this.kick();
+  }
+
+  /**
+   * Returns the pages written since the last harvest (a byte per page, 1 = dirty) and starts a
+   * new log. Between slices only: copy and clear happen with no guest store or device write in
+   * between, so no write is lost between two harvests.
+   */
+  harvestDirtyLog(): Uint8Array {
+    const log = this.memory.dirtyLog.slice();
+    this.vcpu.exports.dirtyLogClear(this.memory.pageCount);
+    return log;
+  }
+
+  /** With the machine paused: lets devices finish in-flight I/O and stop writing RAM on
+   * their own (see VirtioDevice.quiesce), so RAM and save() describe one instant. */
+  async quiesce(): Promise<void> {
+    this.assertIdle('quiesce');
+    await Promise.all(this.virtio.map((t) => t.device.quiesce?.()));
+  }
+
+  unquiesce(): void {
+    for (const t of this.virtio) t.device.unquiesce?.();
   }
 
   /** Whether run() is active (save and restore need it not to be). */

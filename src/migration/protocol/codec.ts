@@ -171,7 +171,7 @@ function encodePages(w: Writer, m: PagesMessage, compressions: Map<number, PageC
   let packed = m.data;
   if (m.compression !== Compression.None) {
     const codec = compressions.get(m.compression) ?? fail('BAD_COMPRESSION', `no compression with id ${m.compression}`);
-    packed = codec.compress(m.data);
+    packed = m.packed ?? codec.compress(m.data);
   }
   w.u32(uint(m.round, 32, 'round'));
   w.u8(m.compression);
@@ -186,6 +186,8 @@ function encodePages(w: Writer, m: PagesMessage, compressions: Map<number, PageC
     w.u32(p);
   }
   w.bytes(packed);
+  // The decoder refuses such a frame from its header; only a batch that grew when compressed gets here.
+  if (w.length > PAGES_MAX_PAYLOAD) fail('FRAME_TOO_LARGE', `Pages payload is ${w.length} bytes, a batch is at most ${PAGES_MAX_PAYLOAD}: send it uncompressed`);
 }
 
 export class FrameEncoder {

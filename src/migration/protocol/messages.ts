@@ -44,8 +44,9 @@ export const MessageType = {
 } as const;
 export type MessageTypeName = keyof typeof MessageType;
 
-/** Page compression ids carried in a Pages frame. Only `none` exists in version 1. */
-export const Compression = { None: 0 } as const;
+/** Page compression ids carried in a Pages frame (docs/migration-protocol.md). 1 is reserved
+ * for lz4, measured and not adopted (src/migration/compression/DESIGN.md). */
+export const Compression = { None: 0, Zstd: 2 } as const;
 
 /** Wire codes of Abort. Receivers must accept codes they do not know (newer peers add some). */
 export const AbortCode = {
@@ -116,6 +117,9 @@ export interface PagesMessage {
   readonly pages: readonly number[];
   /** pages.length × 4096 bytes, page i at offset i × 4096. */
   readonly data: Buffer;
+  /** Sender only: `data` already compressed with `compression` (packBatch in
+   * src/migration/compression), so the encoder does not compress it again. Never decoded. */
+  readonly packed?: Buffer;
 }
 export interface ZeroRunMessage {
   readonly type: 'ZeroRun';

@@ -59,6 +59,7 @@ export class VirtioBlock implements VirtioDevice<BlockState> {
   /** Bumped on reset so completions of abandoned requests are dropped. */
   private generation = 0;
   private readonly inFlight = new Set<number>();
+  private idleWaiters: (() => void)[] = [];
   private readonly config = new DataView(new ArrayBuffer(64));
   private readonly idBytes: Uint8Array;
   private readonly log: (message: string) => void;
@@ -78,6 +79,19 @@ export class VirtioBlock implements VirtioDevice<BlockState> {
   /** Requests not completed yet (a migration waits for zero before handing the disk over). */
   get pending(): number { return this.inFlight.size; }
 
+  /** Resolves once no request is in flight. The vCPU must be paused, or new ones may start. */
+  quiesce(): Promise<void> {
+    if (this.inFlight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private settled(): void {
+    if (this.inFlight.size !== 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
   /** Switches to another backend (e.g. the same NBD export opened on the destination). */
   replaceBackend(backend: BlockBackend): void { this.backend = backend; }
 
@@ -96,6 +110,7 @@ export class VirtioBlock implements VirtioDevice<BlockState> {
     this.ctx = undefined;
     this.generation++;
     this.inFlight.clear();
+    this.settled();
   }
 
   notify(queue: number): void {
@@ -178,6 +193,7 @@ export class VirtioBlock implements VirtioDevice<BlockState> {
     this.memory.writeU8(status, code);
     ctx.queues[0]!.push(head, written + 1);
     ctx.notifyUsed(0);
+    this.settled();
   }
 
   save(): BlockState {

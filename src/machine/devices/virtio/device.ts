@@ -34,4 +34,11 @@ export interface VirtioDevice<S = unknown> {
   reset(): void;
   save(): S;
   restore(state: S, ctx: VirtioDeviceContext | undefined): void;
+  /**
+   * Stop writing guest memory on your own: finish in-flight work, then hold anything that
+   * arrives from the backend until `unquiesce`. With the vCPU paused this leaves RAM and
+   * device state still, so a migration can read a consistent image at leisure.
+   */
+  quiesce?(): Promise<void>;
+  unquiesce?(): void;
 }

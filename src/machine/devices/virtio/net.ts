@@ -88,6 +88,8 @@ export class VirtioNet implements VirtioDevice<VirtioNetState> {
   /** Set once this device reported a guest error: the transport stops kicks, but frames from
    * the backend keep arriving and must not touch the rings until the driver resets us. */
   private broken = false;
+  /** While set, received frames wait in the backlog instead of landing in guest buffers. */
+  private held = false;
 
   constructor(private readonly memory: GuestMemory, opts: VirtioNetOptions) {
     if (opts.mac.length !== 6) throw new RangeError('a MAC address has 6 bytes');
@@ -185,8 +187,27 @@ export class VirtioNet implements VirtioDevice<VirtioNetState> {
     }
   }
 
+  /** Frames that arrive from now on are kept (up to the backlog limit) rather than written
+   * to guest memory. Nothing else writes RAM without a kick, so the NIC is then still. */
+  quiesce(): Promise<void> {
+    this.held = true;
+    return Promise.resolve();
+  }
+
+  unquiesce(): void {
+    this.held = false;
+    if (!this.ctx || this.broken) return;
+    try {
+      this.flush();
+    } catch (e) {
+      this.broken = true;
+      this.ctx.fail(e as Error);
+    }
+  }
+
   /** Moves backlog frames into posted receive buffers, in order, until either runs out. */
   private flush(): void {
+    if (this.held) return;
     const ctx = this.ctx!;
     const q = ctx.queues[RX_QUEUE];
     if (!q?.ready || this.backlog.length === 0) return;

@@ -1,0 +1,76 @@
+// The body of `POST /v1/vms/{name}/migrate`, checked field by field so a bad request is a 400
+// naming the field before anything starts.
+
+import { badRequest } from './errors.js';
+import { dynamicRate, fixedRate, parseRate, RateParseError, type RateConfig } from '../migration/precopy/rate.js';
+
+export interface MigrateRequest {
+  readonly host: string;
+  readonly port: number;
+  readonly token: string;
+  readonly rate?: RateConfig;
+  readonly downtimeLimitMs?: number;
+  readonly maxRounds?: number;
+  readonly compression: 'zstd' | 'none';
+}
+
+const KEYS = new Set(['destination', 'token', 'bandwidth', 'rate', 'downtimeLimitMs', 'maxRounds', 'compression']);
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function rate(field: string, v: unknown): number {
+  if (typeof v !== 'string' && typeof v !== 'number') throw badRequest(`'${field}' must be a rate such as "1G" or "125MB/s"`);
+  try {
+    return parseRate(String(v));
+  } catch (e) {
+    throw badRequest(`'${field}': ${e instanceof RateParseError ? e.message : String(e)}`);
+  }
+}
+
+/** `HOST:PORT` or `[V6]:PORT`. */
+export function parseDestination(text: unknown): { host: string; port: number } {
+  const m = typeof text === 'string' ? /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text) : null;
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 1 && port <= 65535)) throw badRequest(`'destination' must be HOST:PORT (the destination daemon's migration address), got ${JSON.stringify(text)}`);
+  return { host: m[1] ?? m[2]!, port };
+}
+
+export function parseMigrateRequest(body: unknown): MigrateRequest {
+  if (!isRecord(body)) throw badRequest('body must be a JSON object');
+  for (const key of Object.keys(body)) if (!KEYS.has(key)) throw badRequest(`unknown field '${key}'`);
+  const { host, port } = parseDestination(body['destination']);
+  const token = body['token'];
+  if (typeof token !== 'string' || token === '') throw badRequest("'token' is required: ask the destination daemon (POST /v1/migrations/incoming)");
+  let config: RateConfig | undefined;
+  if (body['bandwidth'] !== undefined && body['rate'] !== undefined) throw badRequest("give either 'bandwidth' (a fixed cap) or 'rate' (the dynamic scheme), not both");
+  if (body['bandwidth'] !== undefined) config = fixedRate(rate('bandwidth', body['bandwidth']));
+  if (body['rate'] !== undefined) {
+    const r = body['rate'];
+    if (!isRecord(r)) throw badRequest("'rate' must be an object {start, margin, cap}");
+    for (const key of Object.keys(r)) if (!['start', 'margin', 'cap'].includes(key)) throw badRequest(`unknown field 'rate.${key}'`);
+    const overrides: { start?: number; margin?: number; cap?: number } = {};
+    if (r['start'] !== undefined) overrides.start = rate('rate.start', r['start']);
+    if (r['margin'] !== undefined) overrides.margin = rate('rate.margin', r['margin']);
+    if (r['cap'] !== undefined) overrides.cap = rate('rate.cap', r['cap']);
+    config = dynamicRate(overrides);
+    if (config.cap < config.start) throw badRequest("'rate.cap' is below 'rate.start'");
+  }
+  const downtime = body['downtimeLimitMs'];
+  if (downtime !== undefined && (typeof downtime !== 'number' || !Number.isInteger(downtime) || downtime < 1 || downtime > 600_000)) {
+    throw badRequest("'downtimeLimitMs' must be an integer in 1..600000");
+  }
+  const rounds = body['maxRounds'];
+  if (rounds !== undefined && (typeof rounds !== 'number' || !Number.isInteger(rounds) || rounds < 1 || rounds > 1000)) {
+    throw badRequest("'maxRounds' must be an integer in 1..1000");
+  }
+  const compression = body['compression'] ?? 'zstd';
+  if (compression !== 'zstd' && compression !== 'none') throw badRequest("'compression' must be 'zstd' or 'none'");
+  return {
+    host, port, token, compression,
+    ...(config ? { rate: config } : {}),
+    ...(downtime !== undefined ? { downtimeLimitMs: downtime } : {}),
+    ...(rounds !== undefined ? { maxRounds: rounds } : {}),
+  };
+}

@@ -1,0 +1,254 @@
+// The destination end of a migration, one per accepted connection: authenticate the source
+// against a token this daemon issued, check it can host the VM, reserve it (created paused,
+// RAM zeroed), write pages as they come, load the state on CommitRequest, and run the VM only
+// on Activate. A failure before Committed frees the reservation; after Committed and before
+// Activate the VM is kept paused (in doubt) and never run on our own.
+
+import type { Socket } from 'node:net';
+import type { MachineState } from '../../machine/boot/machine.js';
+import { MigrationChannel } from './channel.js';
+import { RECEIVER_TRANSITIONS, StageTracker, type ReceiverStage } from './stages.js';
+import type { MigrationProgress, MigrationReport } from './report.js';
+import { MigrationError, abortCodeFor } from '../errors.js';
+import type { TokenIssuer } from '../protocol/auth.js';
+import type { PageCompression } from '../protocol/codec.js';
+import {
+  AbortCode, PAGE_SIZE, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, negotiateVersion, type ConfigMessage, type ProtocolMessage,
+} from '../protocol/messages.js';
+
+/** The reserved VM, as the receiver drives it (src/vm/vm.ts Vm provides it). */
+export interface MigrationTarget {
+  readonly name: string;
+  memory(): Promise<{ readonly bytes: Uint8Array; readonly pageCount: number }>;
+  loadMigratedState(state: MachineState): Promise<void>;
+  activate(): Promise<void>;
+}
+
+/** What the receiver needs from its daemon. */
+export interface IncomingHost {
+  readonly issuer: TokenIssuer;
+  /** Pre-migration and reservation: throws MigrationError('MIGRATION_CANNOT_HOST') with the
+   * reason, or returns the VM created paused with its devices open. */
+  reserve(config: ConfigMessage, peer: string): Promise<MigrationTarget>;
+  /** Frees a reservation that will never run here. */
+  discard(target: MigrationTarget, reason: string): Promise<void>;
+  /** The VM ran here after Activate: the daemon now owns it as any other. */
+  adopt(target: MigrationTarget): void;
+  /** Committed, never activated, source gone: kept paused for an operator to resolve. */
+  inDoubt(target: MigrationTarget, reason: string): void;
+}
+
+export interface ReceiverTimeouts {
+  readonly handshakeMs: number;
+  /** Silence from the source while RAM streams in (it never pauses for long). */
+  readonly idleMs: number;
+  /** Activate after Committed. */
+  readonly activateMs: number;
+}
+
+export const DEFAULT_RECEIVER_TIMEOUTS: ReceiverTimeouts = { handshakeMs: 10_000, idleMs: 20_000, activateMs: 30_000 };
+
+export interface ReceiverOptions {
+  readonly compressions?: readonly PageCompression[];
+  readonly timeouts?: Partial<ReceiverTimeouts>;
+  readonly onStage?: (stage: ReceiverStage) => void;
+}
+
+export class MigrationReceiver {
+  private readonly channel: MigrationChannel;
+  private readonly tracker: StageTracker<ReceiverStage>;
+  private readonly timeouts: ReceiverTimeouts;
+  private target: MigrationTarget | undefined;
+  private vmName = '';
+  private ramBytes = 0;
+  private round = 0;
+  private pagesReceived = 0;
+  private pagesInRound = 0;
+  private cancelReason: string | undefined;
+  readonly peer: string;
+
+  constructor(socket: Socket, private readonly host: IncomingHost, opts: ReceiverOptions = {}) {
+    this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    this.timeouts = { ...DEFAULT_RECEIVER_TIMEOUTS, ...opts.timeouts };
+    this.channel = new MigrationChannel(socket, { codec: { compressions: opts.compressions ?? [] }, stallTimeoutMs: this.timeouts.idleMs });
+    this.tracker = new StageTracker(RECEIVER_TRANSITIONS, { kind: 'pre-migration' }, (s) => opts.onStage?.(s));
+  }
+
+  get stage(): ReceiverStage { return this.tracker.stage; }
+  get vm(): string { return this.vmName; }
+
+  progress(): MigrationProgress {
+    return {
+      stage: this.tracker.stage.kind, round: this.round, bytes: this.channel.bytesIn + this.channel.bytesOut,
+      pagesSent: this.pagesReceived, pagesRemaining: 0, elapsedMs: Math.round(this.tracker.elapsedMs),
+    };
+  }
+
+  /** Stops an incoming migration before commitment (the source is told and resumes). */
+  cancel(reason = 'cancelled by the destination operator'): boolean {
+    const k = this.tracker.stage.kind;
+    if (k !== 'pre-migration' && k !== 'reservation' && k !== 'receiving') return false;
+    this.cancelReason ??= reason;
+    this.channel.fail(new MigrationError('MIGRATION_CANCELLED', reason));
+    return true;
+  }
+
+  /** Serves the connection to its end; never throws. */
+  async run(): Promise<MigrationReport> {
+    try {
+      await this.serve();
+      this.tracker.move({ kind: 'completed' });
+    } catch (e) {
+      await this.handleFailure(e);
+    } finally {
+      this.channel.close();
+    }
+    return this.report();
+  }
+
+  private async serve(): Promise<void> {
+    const ch = this.channel;
+    await this.authenticate(ch);
+    const config = await ch.expect(['Config'], this.timeouts.handshakeMs, 'the VM configuration');
+    this.vmName = config.name;
+    this.ramBytes = config.ramBytes;
+    this.tracker.move({ kind: 'reservation' });
+    const target = await this.host.reserve(config, this.peer);
+    this.target = target;
+    const mem = await target.memory();
+    if (mem.bytes.length !== config.ramBytes) throw new MigrationError('MIGRATION_INTERNAL', `reserved ${mem.bytes.length} bytes of RAM for ${config.ramBytes}`);
+    this.checkCancelled();
+    await ch.send({ type: 'Reserved', vmId: target.name });
+    this.tracker.move({ kind: 'receiving', round: 0 });
+
+    let state: MachineState | undefined;
+    for (;;) {
+      const m = await ch.next(this.timeouts.idleMs, 'the migration stream');
+      if (m.type === 'CommitRequest') {
+        if (!state) throw new MigrationError('MIGRATION_PROTOCOL', 'CommitRequest before DeviceState');
+        if (m.finalRound !== this.round) throw new MigrationError('MIGRATION_PROTOCOL', `CommitRequest names round ${m.finalRound}, the last round ended was ${this.round}`);
+        break;
+      }
+      if (m.type === 'DeviceState') {
+        state = m.state as unknown as MachineState;
+        continue;
+      }
+      this.onStreamMessage(m, mem.bytes);
+      if (m.type === 'RoundEnd') {
+        await ch.send({ type: 'RoundAck', round: m.round, pagesReceived: this.pagesInRound });
+        this.pagesInRound = 0;
+      }
+    }
+
+    this.tracker.move({ kind: 'commitment' });
+    try {
+      await target.loadMigratedState(state);
+    } catch (e) {
+      throw new MigrationError('MIGRATION_STATE_REJECTED', `the machine state does not load: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+    await ch.send({ type: 'Committed' });
+    this.tracker.move({ kind: 'committed' });
+    await ch.expect(['Activate'], this.timeouts.activateMs, 'activation');
+    this.tracker.move({ kind: 'activation' });
+    try {
+      await target.activate();
+    } catch (e) {
+      throw new MigrationError('MIGRATION_INTERNAL', `the VM did not start: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+    this.host.adopt(target);
+    this.target = undefined;
+    // Best effort: the VM runs here whether or not the source hears it.
+    await ch.send({ type: 'Done' }).catch(() => undefined);
+  }
+
+  private async authenticate(ch: MigrationChannel): Promise<void> {
+    const hello = await ch.expect(['Hello'], this.timeouts.handshakeMs, 'Hello');
+    const ours = { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX };
+    const version = negotiateVersion(ours, hello.versions);
+    const challenge = this.host.issuer.challenge(version, hello.tokenId, hello.sourceNonce);
+    await ch.send({ type: 'Challenge', versions: ours, version, destinationNonce: challenge.transcript.destinationNonce });
+    const auth = await ch.expect(['Auth'], this.timeouts.handshakeMs, 'Auth');
+    const proof = this.host.issuer.verify(challenge, auth.proof);
+    await ch.send({ type: 'AuthOk', proof });
+  }
+
+  private onStreamMessage(m: ProtocolMessage, ram: Uint8Array): void {
+    switch (m.type) {
+      case 'Pages':
+        this.noteRound(m.round);
+        for (let i = 0; i < m.pages.length; i++) {
+          ram.set(m.data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), m.pages[i]! * PAGE_SIZE);
+        }
+        this.pagesReceived += m.pages.length;
+        this.pagesInRound += m.pages.length;
+        return;
+      case 'ZeroRun':
+        this.noteRound(m.round);
+        ram.fill(0, m.firstPage * PAGE_SIZE, (m.firstPage + m.count) * PAGE_SIZE);
+        return;
+      case 'RoundEnd':
+        this.noteRound(m.round);
+        return;
+      default:
+        throw new MigrationError('MIGRATION_PROTOCOL', `unexpected ${m.type} while receiving RAM`);
+    }
+  }
+
+  /** Rounds only move forward: an older round's pages after a newer one's would overwrite newer data. */
+  private noteRound(round: number): void {
+    if (round < this.round) throw new MigrationError('MIGRATION_PROTOCOL', `round ${round} data after round ${this.round}`);
+    if (round > this.round) {
+      this.round = round;
+      this.tracker.move({ kind: 'receiving', round });
+    }
+  }
+
+  private checkCancelled(): void {
+    if (this.cancelReason !== undefined) throw new MigrationError('MIGRATION_CANCELLED', this.cancelReason);
+  }
+
+  private async handleFailure(e: unknown): Promise<void> {
+    const error = e instanceof Error ? e : new Error(String(e));
+    const raw = (error as { code?: unknown }).code;
+    const code = typeof raw === 'string' ? raw : 'MIGRATION_INTERNAL';
+    const stage = this.tracker.stage.kind;
+    const target = this.target;
+    this.target = undefined;
+    if (stage === 'committed' && target) {
+      // The source may have taken Committed as the handover: it will not resume its copy, and
+      // we must not run ours unasked. Keep it for an operator (activate or discard).
+      this.host.inDoubt(target, error.message);
+      this.tracker.move({ kind: 'in-doubt', error: error.message, code });
+      return;
+    }
+    if (code !== 'MIGRATION_PEER_ABORTED') {
+      const wire = stage === 'activation' ? AbortCode.ActivationFailed
+        : stage === 'commitment' && code === 'MIGRATION_STATE_REJECTED' ? AbortCode.DeviceStateRejected
+          : abortCodeFor(error);
+      await this.channel.abort(wire, error.message);
+    }
+    if (target) await this.host.discard(target, error.message).catch(() => undefined);
+    this.tracker.move({ kind: 'failed', error: error.message, code });
+  }
+
+  report(): MigrationReport {
+    const s = this.tracker.stage;
+    return {
+      vm: this.vmName,
+      direction: 'in',
+      peer: this.peer,
+      outcome: s.kind === 'completed' ? 'completed' : s.kind === 'failed' ? 'failed' : s.kind === 'in-doubt' ? 'in-doubt' : 'running',
+      ...(s.kind === 'failed' || s.kind === 'in-doubt' ? { error: { code: s.code, message: s.error } } : {}),
+      totalMs: Math.round(this.tracker.elapsedMs),
+      downtimeMs: null,
+      bytes: this.channel.bytesIn + this.channel.bytesOut,
+      ramBytes: this.ramBytes,
+      rounds: [],
+      stopRule: null,
+      stages: this.tracker.timeline.map((t) => ({ ...t })),
+      compression: 'n/a',
+      pages: { sent: this.pagesReceived, zero: 0, skipped: 0 },
+      pageBytes: { raw: this.pagesReceived * PAGE_SIZE, wire: 0 },
+    };
+  }
+}

@@ -1,0 +1,44 @@
+// What a migration tells its operator: live progress while it runs and a report when it ends.
+// JSON-safe (no Infinity, no bigint): the API returns these as they are.
+
+import type { RoundReport, StopRule } from '../precopy/rounds.js';
+
+export type MigrationDirection = 'out' | 'in';
+export type MigrationOutcome = 'running' | 'completed' | 'failed' | 'in-doubt';
+
+export interface MigrationProgress {
+  /** Current stage (SenderStage/ReceiverStage kind). */
+  readonly stage: string;
+  readonly round: number;
+  /** Bytes on the wire so far, framing included. */
+  readonly bytes: number;
+  readonly pagesSent: number;
+  /** Pages the current round still has to go (source) — 0 when unknown. */
+  readonly pagesRemaining: number;
+  readonly elapsedMs: number;
+}
+
+export interface MigrationReport {
+  readonly vm: string;
+  readonly direction: MigrationDirection;
+  /** The other daemon's migration address. */
+  readonly peer: string;
+  readonly outcome: MigrationOutcome;
+  readonly error?: { readonly code: string; readonly message: string };
+  readonly totalMs: number;
+  /** Pause on the source to Done from the destination (which it sends once the VM runs);
+   * null when the VM was never paused for a switch-over. */
+  readonly downtimeMs: number | null;
+  /** Bytes on the wire in both directions, framing included. */
+  readonly bytes: number;
+  readonly ramBytes: number;
+  readonly rounds: readonly RoundReport[];
+  /** Which rule ended pre-copy (null if it never ended). */
+  readonly stopRule: StopRule | null;
+  readonly stages: readonly { readonly stage: string; readonly startMs: number; readonly durationMs: number }[];
+  readonly compression: string;
+  /** Page counts over the whole migration. */
+  readonly pages: { readonly sent: number; readonly zero: number; readonly skipped: number };
+  /** Page data bytes before and after compression. */
+  readonly pageBytes: { readonly raw: number; readonly wire: number };
+}
