@@ -1,0 +1,199 @@
+// The operator and the users of a migrating VM, on the lab's client host: boots a guest on
+// host-a through ferryd's API, puts it to work (HTTP, the UDP game stream, a checksummed memory
+// writer), migrates it between the daemons while a client load runs, and checks after every
+// move that the guest is alive and its memory intact. Used by the demo and bench:migrate.
+
+import { FerryClient } from '../host/client.js';
+import { attachApiConsole, type ApiConsole } from '../host/console-client.js';
+import type { MigrationView } from '../host/migrations.js';
+import type { MigrationReport } from '../migration/engine/report.js';
+import { GUEST_PROMPT } from '../machine/console/shell.js';
+import { GameClient } from '../net/game-client.js';
+import { HttpLoad, type HttpLoadReport } from '../net/http-load.js';
+import { FerryError } from '../errors.js';
+import type { VmConfig } from '../vm/types.js';
+import type { FerryHost, LabFerrySpec } from './ferry-lab.js';
+
+export interface GuestWork {
+  /** memwriter's working set and rate (pages/s); undefined: no writer. */
+  readonly writer?: { readonly wssMib: number; readonly rate: number };
+  /** Start the UDP game server (port 27960). */
+  readonly game?: boolean;
+}
+
+export interface MigrateOptions {
+  readonly bandwidth?: string;
+  readonly downtimeLimitMs?: number;
+  readonly compression?: 'zstd' | 'none';
+}
+
+/** One migration as the demo and the benchmark report it. */
+export interface MigrationOutcome {
+  readonly from: FerryHost;
+  readonly to: FerryHost;
+  readonly report: MigrationReport;
+  readonly guestAliveAfter: boolean;
+  readonly memoryVerified: boolean;
+  /** Longest silence of the game stream around the migration (null: no game client ran). */
+  readonly clientGapMs: number | null;
+  readonly gameLost: number | null;
+  readonly http: HttpLoadReport | null;
+}
+
+const VM = 'demo';
+
+export class MigrationSession {
+  private readonly clients: Record<FerryHost, FerryClient>;
+  private where: FerryHost = 'host-a';
+  private console: ApiConsole | undefined;
+  private http: HttpLoad | undefined;
+  private work: GuestWork = {};
+
+  constructor(private readonly spec: LabFerrySpec, private readonly log: (s: string) => void) {
+    this.clients = {
+      'host-a': new FerryClient(spec.hosts['host-a'].url, spec.hosts['host-a'].token),
+      'host-b': new FerryClient(spec.hosts['host-b'].url, spec.hosts['host-b'].token),
+    };
+  }
+
+  get host(): FerryHost { return this.where; }
+  get address(): string { return this.spec.vm.address; }
+
+  /** Creates and boots the guest on host-a and starts its work. Returns the boot time in s. */
+  async boot(memoryMiB: number, work: GuestWork): Promise<number> {
+    this.work = work;
+    const { vm, hosts } = this.spec;
+    const config: VmConfig = {
+      name: VM, memoryMiB, nets: [{ mac: vm.mac, bridge: 'br0' }],
+      disks: this.spec.disk !== undefined ? [this.spec.disk] : [],
+      // The gateway is host-a; after a move the guest still reaches it over the LAN.
+      ip: `${vm.address}/${vm.prefixLength},${hosts['host-a'].address}`,
+    };
+    const a = this.clients['host-a'];
+    await a.request('POST', '/v1/vms', config);
+    this.console = await attachApiConsole(a, VM);
+    const t0 = performance.now();
+    await a.request('POST', `/v1/vms/${VM}/start`);
+    await this.console.driver.waitFor(GUEST_PROMPT, 600_000);
+    const bootS = (performance.now() - t0) / 1000;
+    if (work.game) await this.sh('gameserver >/dev/null 2>&1 & true');
+    if (work.writer) {
+      await this.sh(`memwriter --wss-mib ${work.writer.wssMib} --rate ${work.writer.rate} >/tmp/mw.log 2>&1 & true`);
+      await this.waitForOutput('cat /tmp/mw.log', /memwriter: ready/, 60_000);
+    }
+    await this.waitForHttp(120_000);
+    return bootS;
+  }
+
+  /** A steady HTTP load from the client host, counted per migration. */
+  startHttpLoad(): void {
+    this.http ??= HttpLoad.start(`http://${this.address}/`, { intervalMs: 50 });
+  }
+
+  async stopHttpLoad(): Promise<void> {
+    await this.http?.stop();
+    this.http = undefined;
+  }
+
+  /**
+   * Moves the VM to the other host through the daemons' API (a token from the destination, the
+   * migrate request to the source), with the game stream watched around it, then checks the
+   * guest on its new host (or on the old one, if the migration failed).
+   */
+  async migrate(opts: MigrateOptions = {}): Promise<MigrationOutcome> {
+    const from = this.where;
+    const to: FerryHost = from === 'host-a' ? 'host-b' : 'host-a';
+    const game = this.work.game ? await GameClient.start({ host: this.address }) : undefined;
+    if (game) await game.waitForPackets(20, 30_000);
+    this.http?.take();
+    const incoming = await this.clients[to].request<{ token: string; port: number }>('POST', '/v1/migrations/incoming');
+    const started = await this.clients[from].request<MigrationView>('POST', `/v1/vms/${VM}/migrate`, {
+      destination: `${this.spec.hosts[to].address}:${incoming.port}`, token: incoming.token,
+      ...(opts.bandwidth !== undefined ? { bandwidth: opts.bandwidth } : {}),
+      ...(opts.downtimeLimitMs !== undefined ? { downtimeLimitMs: opts.downtimeLimitMs } : {}),
+      ...(opts.compression !== undefined ? { compression: opts.compression } : {}),
+    });
+    const report = await this.awaitReport(from, started.id);
+    this.log(`${from} -> ${to}: ${report.outcome} in ${report.totalMs} ms, downtime ${report.downtimeMs ?? '-'} ms, ${(report.bytes / 1e6).toFixed(1)} MB, ${report.rounds.length} rounds, stop rule ${report.stopRule ?? '-'}`);
+    if (report.outcome === 'completed') {
+      this.where = to;
+      this.console?.close();
+      this.console = await attachApiConsole(this.clients[to], VM);
+    }
+    // Let the stream settle so a gap right after the switch is inside the window.
+    await sleep(1500);
+    const gameReport = game ? await game.stop() : undefined;
+    const http = this.http?.take() ?? null;
+    const { alive, memory } = await this.check();
+    return {
+      from, to, report, guestAliveAfter: alive, memoryVerified: memory,
+      clientGapMs: gameReport ? Math.round(gameReport.maxGapMs) : null,
+      gameLost: gameReport ? gameReport.lost : null,
+      http,
+    };
+  }
+
+  /** Alive: the shell runs a command that needs the timer (sleep). Memory: memwriter's own check. */
+  async check(): Promise<{ alive: boolean; memory: boolean }> {
+    let alive = false;
+    try {
+      const r = await this.console!.driver.exec('usleep 100000; echo alive-$((20+22))', 20_000);
+      alive = r.output.includes('alive-42');
+    } catch (e) {
+      this.log(`guest did not answer: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+    }
+    if (!alive) return { alive, memory: false };
+    if (!this.work.writer) return { alive, memory: alive };
+    const verdict = await this.waitForOutput('kill -USR1 $(pidof memwriter); sleep 1; grep verify /tmp/mw.log | tail -1', /verify (ok|FAILED)/, 30_000).catch(() => '');
+    return { alive, memory: /verify ok/.test(verdict) && !/FAILED/.test(verdict) };
+  }
+
+  /** Stops the guest wherever it is. */
+  async close(): Promise<void> {
+    await this.stopHttpLoad();
+    this.console?.close();
+    await this.clients[this.where].request('POST', `/v1/vms/${VM}/stop`).catch(() => undefined);
+  }
+
+  private async awaitReport(host: FerryHost, id: string): Promise<MigrationReport> {
+    const deadline = Date.now() + 600_000;
+    for (;;) {
+      const v = await this.clients[host].request<MigrationView>('GET', `/v1/migrations/${id}`);
+      if (v.report) return v.report;
+      if (Date.now() > deadline) throw new FerryError('DEMO_TIMEOUT', `migration ${id} did not end within 10 minutes (${v.stage})`);
+      await sleep(100);
+    }
+  }
+
+  private async sh(command: string): Promise<string> {
+    const r = await this.console!.driver.exec(command, 60_000);
+    if (r.status !== 0) throw new FerryError('DEMO_GUEST', `\`${command}\` failed in the guest (${r.status}): ${r.output}`);
+    return r.output;
+  }
+
+  private async waitForOutput(command: string, pattern: RegExp, timeoutMs: number): Promise<string> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const out = (await this.console!.driver.exec(command, 20_000)).output;
+      if (pattern.test(out)) return out;
+      if (Date.now() > end) throw new FerryError('DEMO_GUEST', `\`${command}\` never printed ${pattern}: ${out}`);
+      await sleep(500);
+    }
+  }
+
+  private async waitForHttp(timeoutMs: number): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const res = await fetch(`http://${this.address}/`, { signal: AbortSignal.timeout(3000) });
+        if (res.ok) return;
+      } catch { /* not up yet */ }
+      if (Date.now() > end) throw new FerryError('DEMO_GUEST', `the guest's web server at ${this.address} never answered`);
+      await sleep(500);
+    }
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
