@@ -39,7 +39,7 @@ async function labSide(json: boolean): Promise<number> {
   const lab = await Lab.up({ prefix: 'ferry-demo-' });
   try {
     const disk = await lab.startNbd('disk', { sizeBytes: 64 << 20, port: NBD_PORT });
-    const spec = await startLabDaemons(lab, work, { disk: `nbd://${disk.address}:${disk.port}/`, log });
+    const { spec } = await startLabDaemons(lab, work, { disk: `nbd://${disk.address}:${disk.port}/`, log });
     const out = await runOnClient(lab, spec, ['demo', '--client', ...(json ? ['--json'] : [])], (s) => process.stderr.write(s));
     process.stdout.write(out);
     const last = out.trim().split('\n').pop() ?? '';

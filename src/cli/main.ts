@@ -7,6 +7,8 @@ import { demoCommand } from './demo.js';
 import { labCommand } from './lab.js';
 import { daemonCommand } from './daemon.js';
 import { vmCommand, GlobalOptions } from './vm.js';
+import { migrateCommand } from './migrate.js';
+import { wwsCommand } from './wws.js';
 import { FerryError } from '../errors.js';
 import { UsageError } from './errors.js';
 
@@ -19,6 +21,8 @@ commands:
   lab      build, remove or show the network-namespace lab of hosts (root)
   daemon   run ferryd, the host daemon that owns this host's VMs
   vm       manage VMs through ferryd: list, show, create, start, stop, console, snapshot, ...
+  migrate  live-migrate a VM to another ferryd (--to URL); list, show or cancel migrations
+  wws      measure a VM's writable working set: pages its guest dirties per interval
   help     show this help
 
 global options (before the command):
@@ -58,6 +62,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'lab': return await labCommand(rest);
       case 'daemon': return await daemonCommand(rest, globals);
       case 'vm': return await vmCommand(rest, globals);
+      case 'migrate': return await migrateCommand(rest, globals);
+      case 'wws': return await wwsCommand(rest, globals);
       case undefined: case 'help': case '--help': case '-h':
         console.log(USAGE);
         return cmd === undefined ? 2 : 0;

@@ -80,9 +80,9 @@ export async function vmCommand(argv: string[], globals: GlobalOptions = {}): Pr
   }
 }
 
-type Common = { host?: string; token?: string; state?: string; json?: boolean; help?: boolean };
+export type Common = { host?: string; token?: string; state?: string; json?: boolean; help?: boolean };
 
-function parse<T extends Options>(argv: string[], extra: T, positionals: string[]) {
+export function parse<T extends Options>(argv: string[], extra: T, positionals: string[]) {
   const parsed = parseFlags(argv, { ...COMMON, ...extra }, true);
   const common = parsed.values as Common;
   if (!common.help && parsed.positionals.length !== positionals.length) {
@@ -91,7 +91,7 @@ function parse<T extends Options>(argv: string[], extra: T, positionals: string[
   return { values: parsed.values, common, args: parsed.positionals };
 }
 
-function connect(common: Common, globals: GlobalOptions): FerryClient {
+export function connect(common: Common, globals: GlobalOptions): FerryClient {
   const host = common.host ?? globals.host ?? process.env['FERRY_HOST'] ?? DEFAULT_HOST;
   if (!/^https?:\/\/[^/]+\/?$/.test(host)) throw new UsageError(`invalid --host '${host}' (expected http://HOST:PORT)`);
   let token = common.token ?? globals.token ?? process.env['FERRY_TOKEN'];

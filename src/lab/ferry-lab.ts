@@ -26,27 +26,42 @@ export interface LabFerrySpec {
 
 export const FERRY_BIN = join(repoRoot(), 'bin/ferry.js');
 
+export interface LabDaemons {
+  readonly spec: LabFerrySpec;
+  /** The ferryd processes (killed by lab.down()); a test may kill one and start it again. */
+  readonly processes: Record<FerryHost, ChildProcess>;
+}
+
 /** Starts ferryd on host-a and host-b; resolves once both answer. */
-export async function startLabDaemons(lab: Lab, workDir: string, opts: { disk?: string; log?: (s: string) => void } = {}): Promise<LabFerrySpec> {
+export async function startLabDaemons(lab: Lab, workDir: string, opts: { disk?: string; log?: (s: string) => void } = {}): Promise<LabDaemons> {
   const hosts = {} as Record<FerryHost, { url: string; token: string; address: string }>;
+  const processes = {} as Record<FerryHost, ChildProcess>;
   for (const host of FERRY_HOSTS) {
-    const state = join(workDir, host);
-    mkdirSync(state, { recursive: true });
+    processes[host] = await startLabDaemon(lab, host, workDir, opts.log);
     const address = lab.address(host);
-    const child = lab.spawn(host, process.execPath, [
-      FERRY_BIN, 'daemon', '--state', state,
-      '--listen', `${address}:${LAB_API_PORT}`, '--migration-listen', `${address}:${LAB_MIGRATION_PORT}`,
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
-    await listening(child, host, opts.log);
-    hosts[host] = { url: `http://${address}:${LAB_API_PORT}`, token: readToken(state), address };
+    hosts[host] = { url: `http://${address}:${LAB_API_PORT}`, token: readToken(join(workDir, host)), address };
   }
   const address = lab.vmAddress(0);
-  return {
+  const spec: LabFerrySpec = {
     prefix: lab.prefix,
     hosts,
     vm: { address, mac: lab.vmMac(0), prefixLength: lab.prefixLength },
     ...(opts.disk !== undefined ? { disk: opts.disk } : {}),
   };
+  return { spec, processes };
+}
+
+/** ferryd on one host, its state in workDir/<host> (the same on a restart, so the token holds). */
+export async function startLabDaemon(lab: Lab, host: FerryHost, workDir: string, log?: (s: string) => void): Promise<ChildProcess> {
+  const state = join(workDir, host);
+  mkdirSync(state, { recursive: true });
+  const address = lab.address(host);
+  const child = lab.spawn(host, process.execPath, [
+    FERRY_BIN, 'daemon', '--state', state,
+    '--listen', `${address}:${LAB_API_PORT}`, '--migration-listen', `${address}:${LAB_MIGRATION_PORT}`,
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  await listening(child, host, log);
+  return child;
 }
 
 function readToken(state: string): string {
@@ -77,15 +92,20 @@ function listening(child: ChildProcess, host: string, log?: (s: string) => void)
  * through, and returns its stdout; rejects if it fails.
  */
 export function runOnClient(lab: Lab, spec: LabFerrySpec, args: readonly string[], onStderr: (s: string) => void): Promise<string> {
-  const child = lab.spawn('client', process.execPath, [FERRY_BIN, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, FERRY_LAB_SPEC: JSON.stringify(spec) },
-  });
+  const child = spawnOnClient(lab, spec, [FERRY_BIN, ...args]);
   let out = '';
   child.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
   child.stderr!.on('data', (b: Buffer) => onStderr(b.toString()));
   return new Promise((resolve, reject) => {
     child.once('exit', (code) => (code === 0 ? resolve(out) : reject(new FerryError('LAB_CLIENT', `ferry ${args[0]} on the client host exited with ${code}\n${out.slice(-2000)}`))));
+  });
+}
+
+/** A node script on the client host with the spec in its environment, all stdio piped. */
+export function spawnOnClient(lab: Lab, spec: LabFerrySpec, nodeArgs: readonly string[]): ChildProcess {
+  return lab.spawn('client', process.execPath, nodeArgs, {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, FERRY_LAB_SPEC: JSON.stringify(spec) },
   });
 }
 

@@ -100,20 +100,15 @@ export class MigrationSession {
    * migrate request to the source), with the game stream watched around it, then checks the
    * guest on its new host (or on the old one, if the migration failed).
    */
-  async migrate(opts: MigrateOptions = {}): Promise<MigrationOutcome> {
+  async migrate(opts: MigrateOptions = {}, during?: (id: string) => Promise<void>): Promise<MigrationOutcome> {
     const from = this.where;
     const to: FerryHost = from === 'host-a' ? 'host-b' : 'host-a';
     const game = this.work.game ? await GameClient.start({ host: this.address }) : undefined;
     if (game) await game.waitForPackets(20, 30_000);
     this.http?.take();
-    const incoming = await this.clients[to].request<{ token: string; port: number }>('POST', '/v1/migrations/incoming');
-    const started = await this.clients[from].request<MigrationView>('POST', `/v1/vms/${VM}/migrate`, {
-      destination: `${this.spec.hosts[to].address}:${incoming.port}`, token: incoming.token,
-      ...(opts.bandwidth !== undefined ? { bandwidth: opts.bandwidth } : {}),
-      ...(opts.downtimeLimitMs !== undefined ? { downtimeLimitMs: opts.downtimeLimitMs } : {}),
-      ...(opts.compression !== undefined ? { compression: opts.compression } : {}),
-    });
-    const report = await this.awaitReport(from, started.id);
+    const id = await this.startMigration(opts);
+    await during?.(id);
+    const report = await this.awaitReport(from, id);
     this.log(`${from} -> ${to}: ${report.outcome} in ${report.totalMs} ms, downtime ${report.downtimeMs ?? '-'} ms, ${(report.bytes / 1e6).toFixed(1)} MB, ${report.rounds.length} rounds, stop rule ${report.stopRule ?? '-'}`);
     if (report.outcome === 'completed') {
       this.where = to;
@@ -131,6 +126,39 @@ export class MigrationSession {
       gameLost: gameReport ? gameReport.lost : null,
       http,
     };
+  }
+
+  /** Starts moving the VM to the other host; returns the migration's id on the source. */
+  async startMigration(opts: MigrateOptions = {}): Promise<string> {
+    const from = this.where;
+    const to: FerryHost = from === 'host-a' ? 'host-b' : 'host-a';
+    const incoming = await this.clients[to].request<{ token: string; port: number }>('POST', '/v1/migrations/incoming');
+    const started = await this.clients[from].request<MigrationView>('POST', `/v1/vms/${VM}/migrate`, {
+      destination: `${this.spec.hosts[to].address}:${incoming.port}`, token: incoming.token,
+      ...(opts.bandwidth !== undefined ? { bandwidth: opts.bandwidth } : {}),
+      ...(opts.downtimeLimitMs !== undefined ? { downtimeLimitMs: opts.downtimeLimitMs } : {}),
+      ...(opts.compression !== undefined ? { compression: opts.compression } : {}),
+    });
+    return started.id;
+  }
+
+  /** The migration `id` as its source daemon shows it. */
+  migration(id: string): Promise<MigrationView> {
+    return this.clients[this.where].request<MigrationView>('GET', `/v1/migrations/${id}`);
+  }
+
+  cancel(id: string): Promise<MigrationView> {
+    return this.clients[this.where].request<MigrationView>('POST', `/v1/migrations/${id}/cancel`);
+  }
+
+  /** The VM's state kind on `host`, or null if that daemon has no such VM (or is down). */
+  async vmState(host: FerryHost): Promise<string | null> {
+    try {
+      const v = await this.clients[host].request<{ state: { kind: string } }>('GET', `/v1/vms/${VM}`);
+      return v.state.kind;
+    } catch {
+      return null;
+    }
   }
 
   /** Alive: the shell runs a command that needs the timer (sleep). Memory: memwriter's own check. */

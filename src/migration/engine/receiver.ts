@@ -146,8 +146,11 @@ export class MigrationReceiver {
     } catch (e) {
       throw new MigrationError('MIGRATION_STATE_REJECTED', `the machine state does not load: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
-    await ch.send({ type: 'Committed' });
+    // Committed once the frame is handed to the socket, not once it drained: the source may
+    // act on it even if our side then fails, so from here we are in doubt, never discarding.
+    const committed = ch.send({ type: 'Committed' });
     this.tracker.move({ kind: 'committed' });
+    await committed;
     await ch.expect(['Activate'], this.timeouts.activateMs, 'activation');
     this.tracker.move({ kind: 'activation' });
     try {

@@ -89,6 +89,8 @@ export class PrecopySender {
   private round = 0;
   private pagesRemaining = 0;
   private readonly counts = { sent: 0, zero: 0, raw: 0, wire: 0 };
+  /** This round's pages sent and pages zeroed by ZeroRun, for RoundEnd. */
+  private readonly roundCounts = { sent: 0, zeroed: 0 };
   /** Pages whose copy on the destination may be non-zero: a page found zero later needs a ZeroRun
    * only then (the destination's RAM starts zeroed). */
   private destNonZero: Uint8Array | undefined;
@@ -191,7 +193,7 @@ export class PrecopySender {
     this.tracker.move({ kind: 'stop-and-copy', round: plan.round });
     const t0 = performance.now();
     const bytes = await this.sendRound(ch, plan, mem, words);
-    await ch.send({ type: 'RoundEnd', round: plan.round, pagesSent: this.counts.sent, pagesZeroed: this.counts.zero });
+    await ch.send({ type: 'RoundEnd', round: plan.round, pagesSent: this.roundCounts.sent, pagesZeroed: this.roundCounts.zeroed });
     await ch.send({ type: 'DeviceState', state: frozen.state as unknown as Record<string, unknown> });
     await ch.send({ type: 'CommitRequest', finalRound: plan.round });
     planner.endRound({ durationMs: performance.now() - t0, dirtyLog: new Uint8Array(mem.pageCount), bytesSent: bytes });
@@ -204,8 +206,9 @@ export class PrecopySender {
     await ch.send({ type: 'Activate' });
     await this.awaitMessage(ch, 'Done', this.timeouts.activateMs, 'activation');
     this.downtimeMs = round1(performance.now() - this.pausedAt);
-    await source.endMigrationOut({ committed: true });
     this.migratingOut = false;
+    // The destination runs the VM: a failure to tidy up our copy does not undo that.
+    await source.endMigrationOut({ committed: true }).catch(() => undefined);
   }
 
   private async connect(): Promise<MigrationChannel> {
@@ -247,11 +250,14 @@ export class PrecopySender {
     let zeroFirst = -1;
     let zeroCount = 0;
     this.round = plan.round;
+    this.roundCounts.sent = 0;
+    this.roundCounts.zeroed = 0;
     this.pacer.reset();
 
     const flushZeros = async (): Promise<void> => {
       if (zeroCount === 0) return;
       bytes += await this.put(ch, ch.encoder.encode({ type: 'ZeroRun', round: plan.round, firstPage: zeroFirst, count: zeroCount }), plan.rateLimit);
+      this.roundCounts.zeroed += zeroCount;
       zeroCount = 0;
     };
     const flushPages = async (): Promise<void> => {
@@ -261,6 +267,7 @@ export class PrecopySender {
       const msg: PagesMessage = { type: 'Pages', round: plan.round, compression, pages, data: raw, packed };
       const frame = ch.encoder.encode(msg);
       this.counts.sent += pages.length;
+      this.roundCounts.sent += pages.length;
       this.counts.raw += raw.length;
       this.counts.wire += frame.length;
       pages.length = 0;
@@ -306,7 +313,7 @@ export class PrecopySender {
   }
 
   private async endRound(ch: MigrationChannel, round: number): Promise<void> {
-    await ch.send({ type: 'RoundEnd', round, pagesSent: this.counts.sent, pagesZeroed: this.counts.zero });
+    await ch.send({ type: 'RoundEnd', round, pagesSent: this.roundCounts.sent, pagesZeroed: this.roundCounts.zeroed });
     // Waiting for the ack makes the round's time include delivery, so the measured bandwidth
     // is the link's and not the socket buffer's; it also bounds how long a dead link goes unseen.
     for (;;) {

@@ -75,6 +75,7 @@ export class StageTracker<S extends { readonly kind: string }> {
   private current: S;
   private enteredAt: number;
   private readonly t0: number;
+  private endedAt: number | undefined;
   readonly timeline: { stage: string; startMs: number; durationMs: number }[] = [];
 
   constructor(private readonly table: Table<S>, initial: S, private readonly onChange: (s: S) => void = () => {}) {
@@ -84,7 +85,8 @@ export class StageTracker<S extends { readonly kind: string }> {
   }
 
   get stage(): S { return this.current; }
-  get elapsedMs(): number { return performance.now() - this.t0; }
+  /** Time since the start; frozen once the stage is final. */
+  get elapsedMs(): number { return (this.endedAt ?? performance.now()) - this.t0; }
 
   /** Whether the stage is one that never changes again. */
   get ended(): boolean { return (this.table[this.current.kind as Kind<S>] ?? []).length === 0; }
@@ -95,6 +97,7 @@ export class StageTracker<S extends { readonly kind: string }> {
     const now = performance.now();
     this.close(now);
     this.current = next;
+    if (this.ended) this.endedAt = now;
     this.onChange(next);
   }
 
