@@ -176,11 +176,13 @@ export class MigrationSession {
     return { alive, memory: /verify ok/.test(verdict) && !/FAILED/.test(verdict) };
   }
 
-  /** Stops the guest wherever it is. */
+  /** Stops the guest wherever it is and deletes it, so another session can start afresh. */
   async close(): Promise<void> {
     await this.stopHttpLoad();
     this.console?.close();
-    await this.clients[this.where].request('POST', `/v1/vms/${VM}/stop`).catch(() => undefined);
+    const host = this.clients[this.where];
+    await host.request('POST', `/v1/vms/${VM}/stop`).catch(() => undefined);
+    await host.request('DELETE', `/v1/vms/${VM}`).catch(() => undefined);
   }
 
   private async awaitReport(host: FerryHost, id: string): Promise<MigrationReport> {
