@@ -10,9 +10,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
 import { Lab } from '../lab/lab.js';
 import { ensureGuestImage } from '../guest/image.js';
-import { labSpecFromEnv, spawnOnClient, startLabDaemons, type LabFerrySpec } from '../lab/ferry-lab.js';
+import { labSpecFromEnv, runOnClient, startLabDaemons, type LabFerrySpec } from '../lab/ferry-lab.js';
 import { MigrationSession } from '../lab/migration-session.js';
 import { migrateQemu, type QemuMigrationResult } from './qemu-migrate.js';
 
@@ -100,14 +101,10 @@ async function main(): Promise<void> {
 }
 
 async function runClientScript(lab: Lab, spec: LabFerrySpec, name: CaseName, log: (s: string) => void): Promise<FerryResult> {
-  const child = spawnOnClient(lab, spec, [new URL(import.meta.url).pathname, '--client', name]);
-  child.stdin!.end();
-  let out = '';
-  child.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
-  child.stderr!.on('data', (b: Buffer) => { for (const l of b.toString().split('\n')) if (l) log(l); });
-  const code = await new Promise<number | null>((r) => child.once('exit', r));
-  if (code !== 0) throw new Error(`ferry's side of case ${name} failed (${code}): ${out}`);
-  return JSON.parse(out.trim().split('\n').pop()!) as FerryResult;
+  const logLines = (s: string) => { for (const l of s.split('\n')) if (l) log(l); };
+  const { code, stdout } = await runOnClient(lab, spec, [fileURLToPath(import.meta.url), '--client', name], logLines);
+  if (code !== 0) throw new Error(`ferry's side of case ${name} failed (${code}): ${stdout}`);
+  return JSON.parse(stdout.trim().split('\n').pop()!) as FerryResult;
 }
 
 function round2(x: number): number {

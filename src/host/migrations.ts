@@ -56,9 +56,9 @@ export interface MigrationServiceOptions {
   readonly tokenTtlMs?: number;
 }
 
-interface Record {
+/** One migration the service knows: its engine, and its report once it ended. */
+interface MigrationEntry {
   readonly id: string;
-  readonly vm: string;
   readonly direction: 'out' | 'in';
   readonly startedAt: string;
   readonly engine: PrecopySender | MigrationReceiver;
@@ -71,7 +71,7 @@ interface Record {
 const HISTORY = 50;
 
 export class MigrationService {
-  private readonly records = new Map<string, Record>();
+  private readonly records = new Map<string, MigrationEntry>();
   private readonly issuer: TokenIssuer;
   private readonly sockets = new Set<Socket>();
   private closed = false;
@@ -106,7 +106,7 @@ export class MigrationService {
     const kind = vm.state.kind;
     if (kind !== 'running' && kind !== 'paused') throw new HostError('VM_INVALID_STATE', `cannot migrate a VM that is ${kind}`);
     for (const r of this.records.values()) {
-      if (r.vm === name && r.direction === 'out' && !r.report) throw new HostError('VM_INVALID_STATE', `VM ${name} is already migrating (${r.id})`);
+      if (r.engine.vm === name && r.direction === 'out' && !r.report) throw new HostError('VM_INVALID_STATE', `VM ${name} is already migrating (${r.id})`);
     }
     let token;
     try { token = parseToken(request.token); } catch (e) { throw badRequest((e as Error).message); }
@@ -124,7 +124,7 @@ export class MigrationService {
       onStage: () => this.announce(record),
       onProgress: () => this.announce(record),
     });
-    const record: Record = { id, vm: name, direction: 'out', startedAt: new Date().toISOString(), engine: sender };
+    const record: MigrationEntry = { id, direction: 'out', startedAt: new Date().toISOString(), engine: sender };
     this.add(record);
     void sender.run().then(async (report) => {
       record.report = report;
@@ -217,9 +217,9 @@ export class MigrationService {
     const receiver = new MigrationReceiver(socket, incoming, {
       compressions: PAGE_COMPRESSIONS,
       ...(this.opts.receiverTimeouts ? { timeouts: this.opts.receiverTimeouts } : {}),
-      onStage: () => { if (receiver.vm !== '') this.announce(record); },
+      onStage: () => this.announce(record),
     });
-    const record: Record = { id, vm: '', direction: 'in', startedAt: new Date().toISOString(), engine: receiver };
+    const record: MigrationEntry = { id, direction: 'in', startedAt: new Date().toISOString(), engine: receiver };
     void receiver.run().then((report) => {
       // A connection that never named a VM (a probe, a failed handshake) leaves no record.
       if (report.vm === '') { this.records.delete(id); return; }
@@ -246,20 +246,20 @@ export class MigrationService {
     }
   }
 
-  private add(r: Record): void {
+  private add(r: MigrationEntry): void {
     this.records.set(r.id, r);
     const done = [...this.records.values()].filter((x) => x.report && !x.inDoubt);
     for (const old of done.slice(0, Math.max(0, done.length - HISTORY))) this.records.delete(old.id);
   }
 
-  private record(id: string): Record {
+  private record(id: string): MigrationEntry {
     const r = this.records.get(id);
     if (!r) throw new HostError('MIGRATION_NOT_FOUND', `no migration '${id}'`);
     return r;
   }
 
-  private view(r: Record): MigrationView {
-    const vm = r.vm !== '' ? r.vm : (r.engine instanceof MigrationReceiver ? r.engine.vm : '');
+  private view(r: MigrationEntry): MigrationView {
+    const vm = r.engine.vm;
     const stage = r.report ? (r.inDoubt ? 'in-doubt' : r.report.outcome) : r.engine.stage.kind;
     return {
       id: r.id, vm, direction: r.direction, peer: r.engine.peer, startedAt: r.startedAt, stage,
@@ -268,7 +268,7 @@ export class MigrationService {
     };
   }
 
-  private announce(r: Record): void {
+  private announce(r: MigrationEntry): void {
     const view = this.view(r);
     if (view.vm === '') return;
     this.host.broadcast({ type: 'migration', vm: view.vm, migration: view });

@@ -88,17 +88,17 @@ function listening(child: ChildProcess, host: string, log?: (s: string) => void)
 }
 
 /**
- * Runs `ferry <args>` on the client host with the spec in the environment, passing its stderr
- * through, and returns its stdout; rejects if it fails.
+ * Runs a node script (`nodeArgs[0]`, e.g. FERRY_BIN) on the client host with the spec in the
+ * environment and stdin closed; passes its stderr to `onStderr` and returns its exit status and
+ * stdout, so a caller can show what a failed run printed.
  */
-export function runOnClient(lab: Lab, spec: LabFerrySpec, args: readonly string[], onStderr: (s: string) => void): Promise<string> {
-  const child = spawnOnClient(lab, spec, [FERRY_BIN, ...args]);
-  let out = '';
-  child.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+export function runOnClient(lab: Lab, spec: LabFerrySpec, nodeArgs: readonly string[], onStderr: (s: string) => void): Promise<{ code: number | null; stdout: string }> {
+  const child = spawnOnClient(lab, spec, nodeArgs);
+  child.stdin!.end();
+  let stdout = '';
+  child.stdout!.on('data', (b: Buffer) => { stdout += b.toString(); });
   child.stderr!.on('data', (b: Buffer) => onStderr(b.toString()));
-  return new Promise((resolve, reject) => {
-    child.once('exit', (code) => (code === 0 ? resolve(out) : reject(new FerryError('LAB_CLIENT', `ferry ${args[0]} on the client host exited with ${code}\n${out.slice(-2000)}`))));
-  });
+  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout })));
 }
 
 /** A node script on the client host with the spec in its environment, all stdio piped. */

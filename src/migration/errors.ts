@@ -32,6 +32,12 @@ export class MigrationError extends FerryError {
   readonly peerCode: number | undefined;
 }
 
+/** The stable code of whatever ended a migration: a FerryError's own, else MIGRATION_INTERNAL. */
+export function failureCode(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : 'MIGRATION_INTERNAL';
+}
+
 /** The Abort code to send the peer when this side fails with `error`. */
 export function abortCodeFor(error: unknown): number {
   if (!(error instanceof FerryError)) return AbortCode.Internal;

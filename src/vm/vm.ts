@@ -9,7 +9,7 @@ import { transition, type VmCommand, type VmState, type VmStateKind } from './li
 import { resolveVmConfig } from './config.js';
 import type { SnapshotResult, VmConfig, VmEvent, VmHandle } from './types.js';
 import type { FromWorker, ReplyResults, ToWorker, WorkerInit, WorkerRequest, WorkerRequestType, WorkerStatus } from './worker-protocol.js';
-import { GuestMemory } from '../machine/memory/guest-memory.js';
+import { GuestMemory, PAGE_SIZE } from '../machine/memory/guest-memory.js';
 import type { MachineState } from '../machine/boot/machine.js';
 import type { FrozenVm, MigratableVm, WwsTrace } from './types.js';
 
@@ -247,7 +247,7 @@ export class Vm implements VmHandle, MigratableVm {
     return this.serial(async () => {
       this.expect('running', 'trace the working set of');
       const r = await this.request(this.requireLink(), { type: 'wws', intervalMs, samples }, this.timeouts.control + intervalMs * samples * 2);
-      return { intervalMs, dirtyPages: [...r.dirtyPages], measuredIntervalMs: [...r.intervalMs], pageSize: 4096 };
+      return { intervalMs, dirtyPages: [...r.dirtyPages], measuredIntervalMs: [...r.intervalMs], pageSize: PAGE_SIZE };
     });
   }
 

@@ -5,7 +5,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { readFileSync, statSync } from 'node:fs';
 import { FerryError } from '../errors.js';
-import { Machine, type MachineExit } from '../machine/boot/machine.js';
+import { Machine, type BootSpec, type MachineExit } from '../machine/boot/machine.js';
 import type { ConsoleBackend } from '../machine/devices/types.js';
 import { ensureGuestImage } from '../guest/image.js';
 import { restoreSnapshot, writeSnapshot } from './snapshot/file.js';
@@ -77,17 +77,20 @@ interface Built {
 
 async function build(): Promise<Built> {
   const vm = resolveVmConfig(config);
-  if (incoming) {
-    // A migration fills RAM and state: no image to load, so none is read (or built).
-    const devices = await VmDevices.open(vm.devices);
-    try {
-      const machine = new Machine({ ramBytes: vm.ramBytes, console: consoleBackend, boot: { kind: 'incoming' }, virtio: (mem) => devices.models(mem) });
-      return { machine, devices };
-    } catch (e) {
-      await devices.close();
-      throw e;
-    }
+  const boot = incoming ? { kind: 'incoming' as const } : await linuxBoot(vm.cmdline);
+  const devices = await VmDevices.open(vm.devices);
+  try {
+    const machine = new Machine({ ramBytes: vm.ramBytes, console: consoleBackend, boot, virtio: (mem) => devices.models(mem) });
+    return { machine, devices };
+  } catch (e) {
+    await devices.close();
+    throw e;
   }
+}
+
+/** The guest image to boot. An incoming migration fills RAM and state itself, so it reads
+ * (or builds) none. */
+async function linuxBoot(cmdline: string): Promise<BootSpec> {
   let kernelPath = config.kernel;
   let initrdPath = config.initramfs;
   if (kernelPath === undefined) {
@@ -97,19 +100,7 @@ async function build(): Promise<Built> {
   }
   const kernel = readFileSync(kernelPath);
   const initrd = initrdPath !== undefined ? readFileSync(initrdPath) : undefined;
-  const devices = await VmDevices.open(vm.devices);
-  try {
-    const machine = new Machine({
-      ramBytes: vm.ramBytes,
-      console: consoleBackend,
-      boot: { kind: 'linux', kernel, cmdline: vm.cmdline, ...(initrd ? { initrd } : {}) },
-      virtio: (mem) => devices.models(mem),
-    });
-    return { machine, devices };
-  } catch (e) {
-    await devices.close();
-    throw e;
-  }
+  return { kind: 'linux', kernel, cmdline, ...(initrd ? { initrd } : {}) };
 }
 
 // Built at once, so the first request does not also pay for opening backends it could have

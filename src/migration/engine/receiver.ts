@@ -8,8 +8,8 @@ import type { Socket } from 'node:net';
 import type { MachineState } from '../../machine/boot/machine.js';
 import { MigrationChannel } from './channel.js';
 import { RECEIVER_TRANSITIONS, StageTracker, type ReceiverStage } from './stages.js';
-import type { MigrationProgress, MigrationReport } from './report.js';
-import { MigrationError, abortCodeFor } from '../errors.js';
+import { reportEnd, type MigrationProgress, type MigrationReport } from './report.js';
+import { MigrationError, abortCodeFor, failureCode } from '../errors.js';
 import type { TokenIssuer } from '../protocol/auth.js';
 import type { PageCompression } from '../protocol/codec.js';
 import {
@@ -212,8 +212,7 @@ export class MigrationReceiver {
 
   private async handleFailure(e: unknown): Promise<void> {
     const error = e instanceof Error ? e : new Error(String(e));
-    const raw = (error as { code?: unknown }).code;
-    const code = typeof raw === 'string' ? raw : 'MIGRATION_INTERNAL';
+    const code = failureCode(error);
     const stage = this.tracker.stage.kind;
     const target = this.target;
     this.target = undefined;
@@ -225,9 +224,8 @@ export class MigrationReceiver {
       return;
     }
     if (code !== 'MIGRATION_PEER_ABORTED') {
-      const wire = stage === 'activation' ? AbortCode.ActivationFailed
-        : stage === 'commitment' && code === 'MIGRATION_STATE_REJECTED' ? AbortCode.DeviceStateRejected
-          : abortCodeFor(error);
+      // The source may resume its paused copy only on ActivationFailed: the guest never ran here.
+      const wire = stage === 'activation' ? AbortCode.ActivationFailed : abortCodeFor(error);
       await this.channel.abort(wire, error.message);
     }
     if (target) await this.host.discard(target, error.message).catch(() => undefined);
@@ -240,8 +238,7 @@ export class MigrationReceiver {
       vm: this.vmName,
       direction: 'in',
       peer: this.peer,
-      outcome: s.kind === 'completed' ? 'completed' : s.kind === 'failed' ? 'failed' : s.kind === 'in-doubt' ? 'in-doubt' : 'running',
-      ...(s.kind === 'failed' || s.kind === 'in-doubt' ? { error: { code: s.code, message: s.error } } : {}),
+      ...reportEnd(s),
       totalMs: Math.round(this.tracker.elapsedMs),
       downtimeMs: null,
       bytes: this.channel.bytesIn + this.channel.bytesOut,

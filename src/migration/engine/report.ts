@@ -42,3 +42,13 @@ export interface MigrationReport {
   /** Page data bytes before and after compression. */
   readonly pageBytes: { readonly raw: number; readonly wire: number };
 }
+
+/** How a side's stage reads in its report: the outcome and, for an unhappy end, its error. */
+export function reportEnd(stage: { readonly kind: string; readonly error?: string; readonly code?: string }): Pick<MigrationReport, 'outcome' | 'error'> {
+  switch (stage.kind) {
+    case 'completed': return { outcome: 'completed' };
+    case 'failed': case 'in-doubt':
+      return { outcome: stage.kind, error: { code: stage.code ?? 'MIGRATION_INTERNAL', message: stage.error ?? '' } };
+    default: return { outcome: 'running' };
+  }
+}

@@ -9,9 +9,9 @@ import type { VmConfig, FrozenVm } from '../../vm/types.js';
 import { MigrationChannel } from './channel.js';
 import { StageTracker, SENDER_TRANSITIONS, type SenderStage } from './stages.js';
 import { configMessage } from './wire-config.js';
-import { isZeroPage, sleep, wordsOf, yieldNow } from './pages.js';
-import type { MigrationProgress, MigrationReport } from './report.js';
-import { MigrationError, abortCodeFor } from '../errors.js';
+import { ZeroPages } from '../../machine/memory/zero-pages.js';
+import { reportEnd, type MigrationProgress, type MigrationReport } from './report.js';
+import { MigrationError, abortCodeFor, failureCode } from '../errors.js';
 import { PrecopyPlanner, type RoundPlan } from '../precopy/rounds.js';
 import { Pacer, type RateConfig } from '../precopy/rate.js';
 import { newNonce, sourceProof, verifyDestination, type MigrationToken } from '../protocol/auth.js';
@@ -107,6 +107,7 @@ export class PrecopySender {
 
   get stage(): SenderStage { return this.tracker.stage; }
   get peer(): string { return `${this.opts.host}:${this.opts.port}`; }
+  get vm(): string { return this.opts.source.name; }
 
   progress(): MigrationProgress {
     return {
@@ -166,16 +167,16 @@ export class PrecopySender {
     });
     this.planner = planner;
     this.destNonZero = new Uint8Array(mem.pageCount);
-    const words = wordsOf(mem.bytes);
+    const zeroPages = new ZeroPages(mem.bytes);
 
     // Everything written from here on shows up in the log, so round 1 may read RAM live.
     await source.harvestDirtyLog();
-    let plan = planner.beginFirstRound((p) => !isZeroPage(words, p));
+    let plan = planner.beginFirstRound((p) => !zeroPages.isZero(p));
     let lastLog: Uint8Array;
     for (;;) {
       this.tracker.move({ kind: 'precopy', round: plan.round });
       const t0 = performance.now();
-      const bytes = await this.sendRound(ch, plan, mem, words);
+      const bytes = await this.sendRound(ch, plan, mem, zeroPages);
       await this.endRound(ch, plan.round);
       lastLog = await source.harvestDirtyLog();
       const decision = planner.endRound({ durationMs: performance.now() - t0, dirtyLog: lastLog, bytesSent: bytes });
@@ -192,7 +193,7 @@ export class PrecopySender {
     plan = planner.beginRound(lastLog, frozen.dirtyLog);
     this.tracker.move({ kind: 'stop-and-copy', round: plan.round });
     const t0 = performance.now();
-    const bytes = await this.sendRound(ch, plan, mem, words);
+    const bytes = await this.sendRound(ch, plan, mem, zeroPages);
     await ch.send({ type: 'RoundEnd', round: plan.round, pagesSent: this.roundCounts.sent, pagesZeroed: this.roundCounts.zeroed });
     await ch.send({ type: 'DeviceState', state: frozen.state as unknown as Record<string, unknown> });
     await ch.send({ type: 'CommitRequest', finalRound: plan.round });
@@ -241,7 +242,7 @@ export class PrecopySender {
   }
 
   /** Sends one round's pages; returns the bytes it put on the wire. */
-  private async sendRound(ch: MigrationChannel, plan: RoundPlan, mem: { bytes: Uint8Array; dirtyLog: Uint8Array }, words: Int32Array): Promise<number> {
+  private async sendRound(ch: MigrationChannel, plan: RoundPlan, mem: { bytes: Uint8Array; dirtyLog: Uint8Array }, zeroPages: ZeroPages): Promise<number> {
     const planner = this.planner!;
     const destNonZero = this.destNonZero!;
     const batch = Buffer.allocUnsafe(MAX_BATCH_PAGES * PAGE_SIZE);
@@ -278,7 +279,7 @@ export class PrecopySender {
       const page = plan.pages[i]!;
       this.pagesRemaining = plan.pages.length - i;
       if (!plan.final && planner.shouldSkip(page, mem.dirtyLog)) continue;
-      if (isZeroPage(words, page)) {
+      if (zeroPages.isZero(page)) {
         this.counts.zero++;
         if (destNonZero[page] !== 0) {
           destNonZero[page] = 0;
@@ -338,8 +339,7 @@ export class PrecopySender {
 
   private async handleFailure(e: unknown): Promise<void> {
     const error = e instanceof Error ? e : new Error(String(e));
-    const code = (error as { code?: unknown }).code;
-    const codeText = typeof code === 'string' ? code : 'MIGRATION_INTERNAL';
+    const codeText = failureCode(error);
     const ch = this.channel;
     // After the commit point only the destination's word that the guest never ran there
     // lets this copy run again; anything else leaves it paused until someone knows.
@@ -374,11 +374,10 @@ export class PrecopySender {
     const planned = this.planner?.report();
     const ch = this.channel;
     return {
-      vm: this.opts.source.name,
+      vm: this.vm,
       direction: 'out',
       peer: this.peer,
-      outcome: s.kind === 'completed' ? 'completed' : s.kind === 'failed' ? 'failed' : s.kind === 'in-doubt' ? 'in-doubt' : 'running',
-      ...(s.kind === 'failed' || s.kind === 'in-doubt' ? { error: { code: s.code, message: s.error } } : {}),
+      ...reportEnd(s),
       totalMs: Math.round(this.tracker.elapsedMs),
       downtimeMs: this.downtimeMs,
       bytes: ch ? ch.bytesOut + ch.bytesIn : 0,
@@ -391,6 +390,15 @@ export class PrecopySender {
       pageBytes: { raw: this.counts.raw, wire: this.counts.wire },
     };
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Lets the event loop run (API requests, incoming acks, a cancel) during long CPU-bound loops. */
+function yieldNow(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 function codecName(id: number): string {

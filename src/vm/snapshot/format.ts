@@ -8,6 +8,7 @@
 
 import { FerryError } from '../../errors.js';
 import { crc32 } from './crc32.js';
+import { ZeroPages } from '../../machine/memory/zero-pages.js';
 
 export const SNAPSHOT_MAGIC = new TextEncoder().encode('FERRYSNP');
 export const SNAPSHOT_FORMAT_VERSION = 1;
@@ -135,18 +136,8 @@ export interface RamRun { readonly first: number; readonly count: number }
  */
 export function planRamRuns(ram: Uint8Array): RamRun[] {
   const pages = Math.floor(ram.length / PAGE_SIZE);
-  const aligned = ram.byteOffset % 4 === 0;
-  const words = aligned ? new Int32Array(ram.buffer, ram.byteOffset, pages * (PAGE_SIZE / 4)) : undefined;
-  const zero = (p: number): boolean => {
-    if (words) {
-      const end = (p + 1) * (PAGE_SIZE / 4);
-      for (let i = p * (PAGE_SIZE / 4); i < end; i++) if (words[i] !== 0) return false;
-      return true;
-    }
-    const end = (p + 1) * PAGE_SIZE;
-    for (let i = p * PAGE_SIZE; i < end; i++) if (ram[i] !== 0) return false;
-    return true;
-  };
+  const zeroPages = new ZeroPages(ram);
+  const zero = (p: number): boolean => zeroPages.isZero(p);
   const runs: RamRun[] = [];
   for (let p = 0; p < pages;) {
     if (zero(p)) { p++; continue; }

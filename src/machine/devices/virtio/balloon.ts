@@ -24,6 +24,7 @@ import { DEVICE_ID_BALLOON } from './constants.js';
 import { readChain, type DescriptorChain } from './queue.js';
 import { VirtioGuestError } from './errors.js';
 import { GuestMemory, PAGE_SHIFT, PAGE_SIZE } from '../../memory/guest-memory.js';
+import { ZeroPages } from '../../memory/zero-pages.js';
 import { checkArray, checkBool, checkUint } from '../../state-check.js';
 import { DeviceStateError } from '../errors.js';
 
@@ -73,7 +74,10 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
   private ctx: VirtioDeviceContext | undefined;
   private broken = false;
 
+  private readonly zeroPages: ZeroPages;
+
   constructor(private readonly memory: GuestMemory) {
+    this.zeroPages = new ZeroPages(memory.bytes);
     this.free = new Uint8Array(memory.pageCount);
     this.ballooned = new Uint8Array(memory.pageCount);
   }
@@ -81,7 +85,7 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
   /** See the contract at the top of this file. Clears the mark of a page that was rewritten. */
   isReportedFree(page: number): boolean {
     if (this.free[page] !== 1) return false;
-    if (isZeroPage(this.memory.bytes, page * PAGE_SIZE)) return true;
+    if (this.zeroPages.isZero(page)) return true;
     this.free[page] = 0;
     this.freeCount--;
     return false;
@@ -217,17 +221,6 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
     this.balloonCount = ballooned.reduce((a, b) => a + b, 0);
     this.freeCount = free.reduce((a, b) => a + b, 0);
   }
-}
-
-function isZeroPage(bytes: Uint8Array, off: number): boolean {
-  // Four bytes at a time when aligned: an engine's first pass runs this over most of RAM.
-  if ((bytes.byteOffset + off) % 4 === 0) {
-    const words = new Uint32Array(bytes.buffer, bytes.byteOffset + off, PAGE_SIZE / 4);
-    for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
-    return true;
-  }
-  for (let i = off; i < off + PAGE_SIZE; i++) if (bytes[i] !== 0) return false;
-  return true;
 }
 
 function toRuns(map: Uint8Array): PageRuns {

@@ -178,13 +178,7 @@ export class VirtioNet implements VirtioDevice<VirtioNetState> {
     }
     // Copied: the backend may reuse its buffer once we return.
     this.backlog.push(frame.slice());
-    try {
-      this.flush();
-    } catch (e) {
-      // Not inside a kick, so nobody else will report it.
-      this.broken = true;
-      this.ctx.fail(e as Error);
-    }
+    this.kickBacklog();
   }
 
   /** Frames that arrive from now on are kept (up to the backlog limit) rather than written
@@ -196,13 +190,7 @@ export class VirtioNet implements VirtioDevice<VirtioNetState> {
 
   unquiesce(): void {
     this.held = false;
-    if (!this.ctx || this.broken) return;
-    try {
-      this.flush();
-    } catch (e) {
-      this.broken = true;
-      this.ctx.fail(e as Error);
-    }
+    this.kickBacklog();
   }
 
   /** Moves backlog frames into posted receive buffers, in order, until either runs out. */
@@ -384,6 +372,8 @@ export class VirtioNet implements VirtioDevice<VirtioNetState> {
     if (ctx && !broken) queueMicrotask(() => this.kickBacklog());
   }
 
+  /** Delivers the backlog outside a driver kick: a guest error found here has nobody else to
+   * report it, so the device fails itself. */
   private kickBacklog(): void {
     if (!this.ctx || this.broken) return;
     try {
