@@ -2,6 +2,7 @@
 // lists, shows or cancels migrations. The source daemon runs the migration; this command only
 // starts it, follows it (events, with polling as a fallback) and prints its report.
 
+import { isMigrationMode, MIGRATION_MODES } from '../migration/engine/modes.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from './errors.js';
@@ -30,6 +31,9 @@ options of \`migrate NAME\`:
                         to HOST on the destination's migration port
   --to-token T          the destination's API token (default $FERRY_TO_TOKEN)
   --to-state DIR        ... or read it from the destination daemon's state directory
+  --mode MODE           precopy (default), postcopy (switch at once, pull the rest), hybrid
+                        (pre-copy rounds, post-copy if they do not converge) or agile (swap
+                        cold pages out first, then hybrid over the working set; needs --swap)
   --bandwidth RATE      a fixed rate for every round, e.g. 1G, 500Mbit, 125MB/s (bits unless B)
   --rate-start RATE     the dynamic rate scheme instead (Clark et al.): first round and floor
   --rate-margin RATE      added to the measured dirty rate for the next round
@@ -73,6 +77,7 @@ const MIGRATE_FLAGS = {
   'rate-margin': { type: 'string' },
   'rate-cap': { type: 'string' },
   'downtime-limit': { type: 'string' },
+  mode: { type: 'string' },
   'max-rounds': { type: 'string' },
   'no-compression': { type: 'boolean' },
 } as const;
@@ -163,6 +168,10 @@ async function migrate(argv: string[], globals: GlobalOptions): Promise<number> 
   if (values['downtime-limit'] !== undefined) body['downtimeLimitMs'] = intFlag('downtime-limit', values['downtime-limit'], 1, 600_000);
   if (values['max-rounds'] !== undefined) body['maxRounds'] = intFlag('max-rounds', values['max-rounds'], 1, 1000);
   if (values['no-compression']) body['compression'] = 'none';
+  if (values.mode !== undefined) {
+    if (!isMigrationMode(values.mode)) throw new UsageError(`--mode must be one of ${MIGRATION_MODES.join(', ')}, got '${values.mode}'`);
+    body['mode'] = values.mode;
+  }
   const destination = new FerryClient(to.origin, destinationToken(values['to-token'], values['to-state']));
   const source = connect(common, globals);
 

@@ -50,6 +50,8 @@ const CREATE_HELP = `usage: ferry vm create NAME [options]
       --mac MAC         the NIC's MAC, one per --net in order (default: random)
       --ip ADDR/PREFIX[,GATEWAY]  the guest's eth0 address
       --disk SPEC       FILE[,ro], file:FILE[,ro] or nbd://HOST:PORT[/EXPORT] (repeatable)
+      --swap NBD        per-VM swap device nbd://HOST:PORT[/EXPORT] (>= RAM) on shared storage:
+                        cold pages live there (Agile); needed by \`ferry migrate --mode agile\`
       --kernel FILE, --initramfs FILE, --append ARGS   guest image and command line
       --start           boot it right away`;
 
@@ -145,6 +147,13 @@ function showText(v: VmView): string {
     ...c.nets.map((n, i): [string, string] => [`net${i}`, `${n.mac}${n.bridge ? ` on ${n.bridge}` : ''}`]),
     ...c.disks.map((d, i): [string, string] => [`disk${i}`, d]),
   ];
+  if (c.swap) lines.push(['swap', c.swap]);
+  const m = v.memory;
+  if (m) {
+    const mib = (b: number): string => `${(b / (1 << 20)).toFixed(1)} MiB`;
+    lines.push(['resident', mib(m.residentBytes)], ['swapped', mib(m.swappedBytes)]);
+    if (m.workingSetBytes !== null) lines.push(['working set', mib(m.workingSetBytes)]);
+  }
   if (c.ip) lines.push(['ip', c.ip]);
   if (c.kernel) lines.push(['kernel', c.kernel]);
   if (c.initramfs) lines.push(['initramfs', c.initramfs]);
@@ -168,6 +177,7 @@ async function create(argv: string[], globals: GlobalOptions): Promise<number> {
     mac: { type: 'string', multiple: true },
     ip: { type: 'string' },
     disk: { type: 'string', multiple: true },
+    swap: { type: 'string' },
     kernel: { type: 'string' },
     initramfs: { type: 'string' },
     append: { type: 'string' },
@@ -194,6 +204,7 @@ async function create(argv: string[], globals: GlobalOptions): Promise<number> {
         return d;
       }),
       ...(values.ip !== undefined ? { ip: values.ip } : {}),
+      ...(values.swap !== undefined ? { swap: values.swap } : {}),
       ...(values.kernel !== undefined ? { kernel: resolve(values.kernel) } : {}),
       ...(values.initramfs !== undefined ? { initramfs: resolve(values.initramfs) } : {}),
       ...(values.append !== undefined ? { cmdline: values.append } : {}),

@@ -3,6 +3,7 @@
 // directory so a restarted daemon finds its VMs again; a VM last seen running is booted again,
 // every other VM comes back `created` (its memory did not survive the daemon).
 
+import type { VmMemoryStats } from '../vm/paging/vm-paging.js';
 import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -44,6 +45,8 @@ export interface VmView {
   readonly state: VmState;
   readonly config: VmConfig;
   readonly allowedCommands: readonly string[];
+  /** Resident, swapped and working-set sizes while the VM has memory (src/vm/paging). */
+  readonly memory?: VmMemoryStats;
 }
 
 interface Entry {
@@ -490,7 +493,8 @@ export class Daemon implements MigrationHost {
 }
 
 export function view(handle: VmHandle): VmView {
-  return { name: handle.name, state: handle.state, config: handle.config, allowedCommands: allowedCommands(handle.state) };
+  const memory = handle.memoryStats?.();
+  return { name: handle.name, state: handle.state, config: handle.config, allowedCommands: allowedCommands(handle.state), ...(memory ? { memory } : {}) };
 }
 
 function match(method: string, path: string): { route?: Route; params: Params; pathMatched: boolean } {

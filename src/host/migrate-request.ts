@@ -2,6 +2,7 @@
 // naming the field before anything starts.
 
 import { badRequest } from './errors.js';
+import { isMigrationMode, MIGRATION_MODES, type MigrationMode } from '../migration/engine/modes.js';
 import { dynamicRate, fixedRate, parseRate, RateParseError, type RateConfig } from '../migration/precopy/rate.js';
 
 export interface MigrateRequest {
@@ -12,9 +13,10 @@ export interface MigrateRequest {
   readonly downtimeLimitMs?: number;
   readonly maxRounds?: number;
   readonly compression: 'zstd' | 'none';
+  readonly mode: MigrationMode;
 }
 
-const KEYS = new Set(['destination', 'token', 'bandwidth', 'rate', 'downtimeLimitMs', 'maxRounds', 'compression']);
+const KEYS = new Set(['destination', 'token', 'mode', 'bandwidth', 'rate', 'downtimeLimitMs', 'maxRounds', 'compression']);
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -67,8 +69,10 @@ export function parseMigrateRequest(body: unknown): MigrateRequest {
   }
   const compression = body['compression'] ?? 'zstd';
   if (compression !== 'zstd' && compression !== 'none') throw badRequest("'compression' must be 'zstd' or 'none'");
+  const mode = body['mode'] ?? 'precopy';
+  if (!isMigrationMode(mode)) throw badRequest(`'mode' must be one of ${MIGRATION_MODES.join(', ')}`);
   return {
-    host, port, token, compression,
+    host, port, token, compression, mode,
     ...(config ? { rate: config } : {}),
     ...(downtime !== undefined ? { downtimeLimitMs: downtime } : {}),
     ...(rounds !== undefined ? { maxRounds: rounds } : {}),

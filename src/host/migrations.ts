@@ -116,6 +116,7 @@ export class MigrationService {
       host: request.host,
       port: request.port,
       token,
+      mode: request.mode,
       ...(request.rate ? { rate: request.rate } : {}),
       ...(request.downtimeLimitMs !== undefined ? { downtimeLimitMs: request.downtimeLimitMs } : {}),
       ...(request.maxRounds !== undefined ? { maxRounds: request.maxRounds } : {}),
@@ -209,6 +210,12 @@ export class MigrationService {
       reserve: (config, peer) => this.reserve(config, peer),
       discard: async (target) => { await this.host.removeVm(target as MigratableVm); },
       adopt: (target) => this.host.persist(target as MigratableVm),
+      lost: async (target, reason) => {
+        const vm = target as unknown as MigratableVm;
+        this.host.log(`incoming migration ${id} of ${target.name}: ${reason}; the VM is stopped as failed`);
+        await vm.abandon(reason);
+        this.host.persist(vm);
+      },
       inDoubt: (target, reason) => {
         record.inDoubt = target as MigratableVm;
         this.host.log(`incoming migration ${id} of ${target.name} is in doubt: ${reason}; resolve it with POST /v1/migrations/${id}/resolve`);

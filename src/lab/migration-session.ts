@@ -15,16 +15,54 @@ import type { VmConfig } from '../vm/types.js';
 import type { FerryHost, LabFerrySpec } from './ferry-lab.js';
 
 export interface GuestWork {
-  /** memwriter's working set and rate (pages/s); undefined: no writer. */
-  readonly writer?: { readonly wssMib: number; readonly rate: number };
+  /** memwriter's working set and rate (pages/s); undefined: no writer. `hotMib`: after filling
+   * the whole set once, writes go only to its first hotMib MiB (default: all of it); `touchMs`:
+   * every touchMs ms memwriter reads one word of every hot page (default: never); `reportMs`:
+   * its `rate=` line interval (default 1000). */
+  readonly writer?: { readonly wssMib: number; readonly rate: number; readonly hotMib?: number; readonly touchMs?: number; readonly reportMs?: number };
   /** Start the UDP game server (port 27960). */
   readonly game?: boolean;
 }
 
+export type MigrationMode = 'precopy' | 'postcopy' | 'hybrid' | 'agile';
+
+/** The migrate request's options; each is sent only when given (the daemon's defaults apply). */
 export interface MigrateOptions {
   readonly bandwidth?: string;
   readonly downtimeLimitMs?: number;
   readonly compression?: 'zstd' | 'none';
+  /** Default (absent): the daemon's default, pre-copy. */
+  readonly mode?: MigrationMode;
+  readonly maxRounds?: number;
+}
+
+/** What `migrate` measures besides the report, when asked. */
+export interface MeasureOptions {
+  /** memwriter's throughput (pages/s) from the migration's start until its report. */
+  readonly writer?: boolean;
+}
+
+/** memwriter's achieved throughput over a window of its `rate=` lines. */
+export interface WriterThroughput {
+  readonly pagesPerSec: number;
+  /** Page writes in the window and its length by the host's clock. */
+  readonly writes: number;
+  readonly seconds: number;
+}
+
+export interface WriterMark {
+  /** memwriter's write counter in its latest `rate=` line. */
+  readonly writes: number;
+  /** performance.now() on the host when it was read. */
+  readonly atMs: number;
+}
+
+/** The VM's memory as GET /v1/vms/{name} shows it while it runs (absent on older daemons). */
+export interface VmMemoryView {
+  readonly totalBytes: number;
+  readonly residentBytes: number;
+  readonly swappedBytes: number;
+  readonly workingSetBytes: number;
 }
 
 /** One migration as the demo and the benchmark report it. */
@@ -38,6 +76,8 @@ export interface MigrationOutcome {
   readonly clientGapMs: number | null;
   readonly gameLost: number | null;
   readonly http: HttpLoadReport | null;
+  /** memwriter's throughput during the migration (null: not asked for, no writer, or no reading). */
+  readonly writerDuring: WriterThroughput | null;
 }
 
 const VM = 'demo';
@@ -59,8 +99,9 @@ export class MigrationSession {
   get host(): FerryHost { return this.where; }
   get address(): string { return this.spec.vm.address; }
 
-  /** Creates and boots the guest on host-a and starts its work. Returns the boot time in s. */
-  async boot(memoryMiB: number, work: GuestWork): Promise<number> {
+  /** Creates and boots the guest on host-a and starts its work. Returns the boot time in s.
+   * `opts.swap`: the VM's swap device (VmConfig.swap, `nbd://…`), passed through. */
+  async boot(memoryMiB: number, work: GuestWork, opts: { readonly swap?: string } = {}): Promise<number> {
     this.work = work;
     const { vm, hosts } = this.spec;
     const config: VmConfig = {
@@ -68,6 +109,7 @@ export class MigrationSession {
       disks: this.spec.disk !== undefined ? [this.spec.disk] : [],
       // The gateway is host-a; after a move the guest still reaches it over the LAN.
       ip: `${vm.address}/${vm.prefixLength},${hosts['host-a'].address}`,
+      ...(opts.swap !== undefined ? { swap: opts.swap } : {}),
     };
     const a = this.clients['host-a'];
     await a.request('POST', '/v1/vms', config);
@@ -78,8 +120,14 @@ export class MigrationSession {
     const bootS = (performance.now() - t0) / 1000;
     if (work.game) await this.sh('gameserver >/dev/null 2>&1 & true');
     if (work.writer) {
-      await this.sh(`memwriter --wss-mib ${work.writer.wssMib} --rate ${work.writer.rate} >/tmp/mw.log 2>&1 & true`);
-      await this.waitForOutput('cat /tmp/mw.log', /memwriter: ready/, 60_000);
+      const w = work.writer;
+      const extra = [
+        w.hotMib !== undefined ? ` --hot-mib ${w.hotMib}` : '', w.touchMs !== undefined ? ` --touch-ms ${w.touchMs}` : '',
+        w.reportMs !== undefined ? ` --report-ms ${w.reportMs}` : '',
+      ].join('');
+      await this.sh(`memwriter --wss-mib ${w.wssMib} --rate ${w.rate}${extra} >/tmp/mw.log 2>&1 & true`);
+      // The initial fill of a large set takes a while in an emulated guest.
+      await this.waitForOutput('head -1 /tmp/mw.log', /memwriter: ready/, 60_000 + w.wssMib * 500);
     }
     await this.waitForHttp(120_000);
     return bootS;
@@ -100,21 +148,32 @@ export class MigrationSession {
    * migrate request to the source), with the game stream watched around it, then checks the
    * guest on its new host (or on the old one, if the migration failed).
    */
-  async migrate(opts: MigrateOptions = {}, during?: (id: string) => Promise<void>): Promise<MigrationOutcome> {
+  async migrate(opts: MigrateOptions = {}, during?: (id: string) => Promise<void>, measure: MeasureOptions = {}): Promise<MigrationOutcome> {
     const from = this.where;
     const to: FerryHost = from === 'host-a' ? 'host-b' : 'host-a';
     const game = this.work.game ? await GameClient.start({ host: this.address }) : undefined;
     if (game) await game.waitForPackets(20, 30_000);
     this.http?.take();
-    const id = await this.startMigration(opts);
-    await during?.(id);
-    const report = await this.awaitReport(from, id);
+    const writerMark = measure.writer && this.work.writer ? await this.writerMark().catch(() => null) : null;
+    let report: MigrationReport;
+    try {
+      const id = await this.startMigration(opts);
+      await during?.(id);
+      report = await this.awaitReport(from, id);
+    } catch (e) {
+      await game?.stop().catch(() => undefined);
+      throw e;
+    }
     this.log(`${from} -> ${to}: ${report.outcome} in ${report.totalMs} ms, downtime ${report.downtimeMs ?? '-'} ms, ${(report.bytes / 1e6).toFixed(1)} MB, ${report.rounds.length} rounds, stop rule ${report.stopRule ?? '-'}`);
     if (report.outcome === 'completed') {
       this.where = to;
       this.console?.close();
       this.console = await attachApiConsole(this.clients[to], VM);
     }
+    // Before the settling pause and the check (whose verification stops the writer).
+    const writerDuring = writerMark !== null
+      ? await this.writerThroughput(writerMark).catch((e: unknown) => { this.log(`memwriter throughput unreadable: ${e instanceof Error ? e.message : String(e)}`); return null; })
+      : null;
     // Let the stream settle so a gap right after the switch is inside the window.
     await sleep(1500);
     const gameReport = game ? await game.stop() : undefined;
@@ -124,7 +183,7 @@ export class MigrationSession {
       from, to, report, guestAliveAfter: alive, memoryVerified: memory,
       clientGapMs: gameReport ? Math.round(gameReport.maxGapMs) : null,
       gameLost: gameReport ? gameReport.lost : null,
-      http,
+      http, writerDuring,
     };
   }
 
@@ -138,6 +197,8 @@ export class MigrationSession {
       ...(opts.bandwidth !== undefined ? { bandwidth: opts.bandwidth } : {}),
       ...(opts.downtimeLimitMs !== undefined ? { downtimeLimitMs: opts.downtimeLimitMs } : {}),
       ...(opts.compression !== undefined ? { compression: opts.compression } : {}),
+      ...(opts.mode !== undefined ? { mode: opts.mode } : {}),
+      ...(opts.maxRounds !== undefined ? { maxRounds: opts.maxRounds } : {}),
     });
     return started.id;
   }
@@ -161,6 +222,43 @@ export class MigrationSession {
     }
   }
 
+  /** The VM's memory figures from its daemon (GET /v1/vms/demo `memory`); null when the daemon
+   * does not report them (or the VM does not run). */
+  async vmMemory(): Promise<VmMemoryView | null> {
+    const v = await this.clients[this.where].request<{ memory?: VmMemoryView }>('GET', `/v1/vms/${VM}`);
+    return v.memory ?? null;
+  }
+
+  /** Where memwriter's write counter stood (its latest `rate=` line) at a host time: one end
+   * of a window for `writerThroughput`. */
+  async writerMark(): Promise<WriterMark> {
+    const atMs = performance.now();
+    const out = await this.sh("grep 'memwriter: writes=' /tmp/mw.log | tail -n 1");
+    const m = /^memwriter: writes=(\d+) rate=\d+\s*$/m.exec(out);
+    // Before the first report: nothing written since the fill.
+    return { writes: m ? Number(m[1]) : 0, atMs };
+  }
+
+  /**
+   * memwriter's achieved page writes per second between two marks (`to` default: now), by the
+   * host's clock, so time the guest spent paused or stalled counts. Each end is as exact as
+   * memwriter's report interval (its latest `rate=` line was printed up to one interval before
+   * the mark); GuestWork.writer.reportMs shortens it.
+   */
+  async writerThroughput(from: WriterMark, to?: WriterMark): Promise<WriterThroughput> {
+    const end = to ?? await this.writerMark();
+    const seconds = (end.atMs - from.atMs) / 1000;
+    const writes = end.writes - from.writes;
+    return { pagesPerSec: seconds > 0 ? Math.round(writes / seconds) : 0, writes, seconds: Math.round(seconds * 1000) / 1000 };
+  }
+
+  /** memwriter's throughput over the next `ms` milliseconds (the guest undisturbed). */
+  async writerRate(ms: number): Promise<WriterThroughput> {
+    const mark = await this.writerMark();
+    await sleep(ms);
+    return this.writerThroughput(mark);
+  }
+
   /** Alive: the shell runs a command that needs the timer (sleep). Memory: memwriter's own check. */
   async check(): Promise<{ alive: boolean; memory: boolean }> {
     let alive = false;
@@ -172,7 +270,13 @@ export class MigrationSession {
     }
     if (!alive) return { alive, memory: false };
     if (!this.work.writer) return { alive, memory: alive };
-    const verdict = await this.waitForOutput('kill -USR1 $(pidof memwriter); sleep 1; grep verify /tmp/mw.log | tail -1', /verify (ok|FAILED)/, 30_000).catch(() => '');
+    // A verification of a large set takes seconds in the guest: wait for a verify line newer
+    // than those already in the log, never take an older one for this check's.
+    const before = await this.sh('grep -c verify /tmp/mw.log || true').then((o) => Number(/^(\d+)\s*$/m.exec(o)?.[1] ?? NaN)).catch(() => NaN);
+    if (!Number.isInteger(before)) return { alive, memory: false };
+    await this.sh('kill -USR1 $(pidof memwriter)').catch(() => '');
+    const timeoutMs = 30_000 + this.work.writer.wssMib * 100;
+    const verdict = await this.waitForOutput(`grep verify /tmp/mw.log | tail -n +${before + 1} | head -1`, /verify (ok|FAILED)/, timeoutMs).catch(() => '');
     return { alive, memory: /verify ok/.test(verdict) && !/FAILED/.test(verdict) };
   }
 

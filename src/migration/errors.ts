@@ -21,6 +21,12 @@ export type MigrationErrorCode =
   | 'MIGRATION_STATE_REJECTED'
   /** Something on this side failed (the VM's worker, a device). */
   | 'MIGRATION_SOURCE_FAILED'
+  /** The mode needs something the peer or the VM lacks (protocol v2, a swap device). */
+  | 'MIGRATION_UNSUPPORTED'
+  /** Post-copy: the source went away while the destination still lacked pages; the VM is lost. */
+  | 'MIGRATION_POSTCOPY_SOURCE_LOST'
+  /** Post-copy: the destination went away after running the VM; the source copy is stale. */
+  | 'MIGRATION_POSTCOPY_DESTINATION_LOST'
   | 'MIGRATION_INTERNAL';
 
 export class MigrationError extends FerryError {

@@ -45,6 +45,9 @@ export function resolveVmConfig(config: VmConfig): VmBuild {
     throw new DeviceSpecError(`invalid memory size ${String(config.memoryMiB)} MiB (16 to ${MAX_MEMORY_MIB})`);
   }
   if ((config.kernel === undefined) && config.initramfs !== undefined) throw new DeviceSpecError('an initramfs needs a kernel');
+  if (config.swap !== undefined && parseDiskSpec(config.swap).kind !== 'nbd') {
+    throw new DeviceSpecError(`swap device '${config.swap}' must be nbd://HOST:PORT[/EXPORT]: both hosts of a migration must reach it`);
+  }
   return {
     ramBytes: config.memoryMiB * 1024 * 1024,
     cmdline: kernelCmdline(config.cmdline ?? GUEST_CMDLINE, config.ip),

@@ -5,6 +5,8 @@
 import type { VmState } from './lifecycle.js';
 import type { GuestMemory } from '../machine/memory/guest-memory.js';
 import type { MachineState } from '../machine/boot/machine.js';
+import type { FaultStats, PageSupplier } from './paging/page-server.js';
+import type { VmMemoryStats } from './paging/vm-paging.js';
 
 /** What a VM is made of; persisted by the daemon under its state directory as JSON. */
 export interface VmConfig {
@@ -19,6 +21,10 @@ export interface VmConfig {
   readonly nets: readonly { readonly mac: string; readonly bridge?: string }[];
   /** Disk specs as `ferry run --disk` takes them (FILE[,ro], nbd://HOST:PORT[/EXPORT]). */
   readonly disks: readonly string[];
+  /** The VM's swap device for Agile memory management (`nbd://HOST:PORT[/EXPORT]`, at least
+   * RAM-sized, page N at offset N x 4096): cold pages live there, and both hosts of a migration
+   * reach it. Absent: every page stays in host memory. */
+  readonly swap?: string;
   /** Guest eth0 address `ADDR/PREFIX[,GATEWAY]`, passed on the kernel command line. */
   readonly ip?: string;
 }
@@ -63,6 +69,8 @@ export interface VmHandle {
   onEvent(listener: (event: VmEvent) => void): () => void;
   /** Ends the worker and releases the VM's host resources. */
   dispose(): Promise<void>;
+  /** Resident, swapped and working-set sizes, when the VM tracks them. */
+  memoryStats?(): VmMemoryStats | undefined;
 }
 
 /** What a freeze leaves: the pages dirtied since the last harvest and the machine's state, taken
@@ -72,6 +80,16 @@ export interface FrozenVm {
   readonly state: MachineState;
   /** How long pausing and draining in-flight I/O took. */
   readonly quiesceMs: number;
+}
+
+/** What an Agile swap-out before a migration left (Vm.swapOutCold). */
+export interface SwapOutSummary {
+  readonly evictedPages: number;
+  /** Pages on the swap device now: the destination faults them from there. */
+  readonly swappedPages: number;
+  readonly workingSetPages: number;
+  /** The device's identity (its nbd:// URL), which the destination attaches. */
+  readonly swapDevice: string;
 }
 
 /** Dirty pages per interval (Clark et al.'s writable working set), from `ferry wws`. */
@@ -97,4 +115,11 @@ export interface MigratableVm extends VmHandle {
   loadMigratedState(state: MachineState): Promise<void>;
   activate(): Promise<void>;
   traceWorkingSet(intervalMs: number, samples: number): Promise<WwsTrace>;
+  /** Agile: evicts pages outside the working set to the swap device before a migration. */
+  swapOutCold(): Promise<SwapOutSummary>;
+  /** Destination of a post-copy: who supplies pages still at the source. */
+  attachPeerPages(supplier: PageSupplier | undefined): void;
+  faultStats(): FaultStats;
+  /** Stops the VM for good and marks it failed (its memory was lost with a post-copy source). */
+  abandon(reason: string): Promise<void>;
 }

@@ -11,7 +11,11 @@ import type { SnapshotResult, VmConfig, VmEvent, VmHandle } from './types.js';
 import type { FromWorker, ReplyResults, ToWorker, WorkerInit, WorkerRequest, WorkerRequestType, WorkerStatus } from './worker-protocol.js';
 import { GuestMemory, PAGE_SIZE } from '../machine/memory/guest-memory.js';
 import type { MachineState } from '../machine/boot/machine.js';
-import type { FrozenVm, MigratableVm, WwsTrace } from './types.js';
+import type { FrozenVm, MigratableVm, WwsTrace, SwapOutSummary } from './types.js';
+import { VmPaging, type VmMemoryStats } from './paging/vm-paging.js';
+import type { AgileOptions } from './paging/agile.js';
+import type { PageSupplier, FaultStats } from './paging/page-server.js';
+import { ABSENT_PEER, ABSENT_SWAP, countMarked } from './paging/marks.js';
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 
@@ -31,6 +35,8 @@ export const DEFAULT_VM_TIMEOUTS: VmTimeouts = { boot: 900_000, control: 10_000,
 
 export interface VmOptions {
   readonly timeouts?: Partial<VmTimeouts>;
+  /** Agile policy knobs for VMs with a swap device (epoch, cold window, eviction rate). */
+  readonly agile?: Partial<AgileOptions>;
 }
 
 interface Pending {
@@ -64,11 +70,15 @@ export class Vm implements VmHandle, MigratableVm {
   private readonly eventListeners = new Set<(event: VmEvent) => void>();
   /** Guest RAM as the main thread sees it (the worker's shared memory), once asked for. */
   private sharedMemory: GuestMemory | undefined;
+  /** Demand paging for this worker's RAM (absent pages, the swap device), with the memory. */
+  private paging: VmPaging | undefined;
   private incoming = false;
+  private readonly agileOptions: Partial<AgileOptions> | undefined;
 
   private constructor(readonly config: VmConfig, options: VmOptions) {
     this.name = config.name;
     this.timeouts = { ...DEFAULT_VM_TIMEOUTS, ...options.timeouts };
+    this.agileOptions = options.agile;
   }
 
   /** A VM in state `created`; no worker yet. Throws DeviceSpecError for an invalid config. */
@@ -131,12 +141,25 @@ export class Vm implements VmHandle, MigratableVm {
       const link = this.spawn();
       try {
         await this.request(link, { type: 'boot' }, this.timeouts.boot);
+        await this.startPaging(link);
       } catch (e) {
         await this.endWorker(link);
         throw e;
       }
       this.apply([command]);
     });
+  }
+
+  /** A VM with a swap device tracks its working set and keeps cold pages there from the start. */
+  private async startPaging(link: Link): Promise<void> {
+    if (this.config.swap === undefined) return;
+    await this.attachMemory(link);
+    this.paging?.agile?.start();
+  }
+
+  /** Resident, swapped and working-set sizes; undefined while the VM has no worker memory. */
+  memoryStats(): VmMemoryStats | undefined {
+    return this.paging?.stats();
   }
 
   pause(): Promise<void> {
@@ -186,7 +209,12 @@ export class Vm implements VmHandle, MigratableVm {
     return this.serial(async () => {
       const command: VmCommand = { type: 'migrate-out', to };
       transition(this.current, command);
-      await this.attachMemory(this.requireLink());
+      const mem = this.sharedMemory ?? await this.attachMemory(this.requireLink());
+      // RAM must hold still for the sender: no eviction until the migration ends, and every
+      // page already evicted durable on the device.
+      await this.paging?.agile?.suspend();
+      await this.paging?.swap?.drain();
+      void mem;
       this.apply([command]);
     });
   }
@@ -223,7 +251,47 @@ export class Vm implements VmHandle, MigratableVm {
       }
       const command: VmCommand = { type: 'migration-aborted', error: outcome.error };
       if (outcome.frozen) await this.request(this.requireLink(), { type: 'thaw', resume: state.resumeAs === 'running' }, this.timeouts.control);
+      this.paging?.agile?.resume();
       this.apply([command]);
+    });
+  }
+
+  /** Agile: evicts every page outside the working set to the swap device now and waits until
+   * the device holds them durably, so the migration moves only the working set. */
+  swapOutCold(): Promise<SwapOutSummary> {
+    return this.serial(async () => {
+      this.expect('migrating-out', 'swap out');
+      const paging = this.paging;
+      if (!paging?.agile || !paging.swap) throw new FerryError('VM_NO_SWAP', `VM ${this.name} has no swap device: Agile migration needs one (ferry run --swap nbd://...)`);
+      const evicted = await paging.agile.evictCold(Number.MAX_SAFE_INTEGER);
+      await paging.swap.drain();
+      return {
+        evictedPages: evicted,
+        swappedPages: countMarked(paging.mem, ABSENT_SWAP),
+        workingSetPages: paging.agile.tracker.workingSetPages(),
+        swapDevice: paging.swap.identity,
+      };
+    });
+  }
+
+  /** Destination of a post-copy: absent pages of origin `peer` come from `supplier`. */
+  attachPeerPages(supplier: PageSupplier | undefined): void {
+    if (!this.paging) throw new FerryError('VM_INVALID_STATE', `VM ${this.name} has no paging yet`);
+    this.paging.server.attach(ABSENT_PEER, supplier);
+  }
+
+  faultStats(): FaultStats {
+    return { ...(this.paging?.server.stats ?? { faults: 0, stallUsTotal: 0, stallUsMax: 0 }) };
+  }
+
+  abandon(reason: string): Promise<void> {
+    return this.serial(async () => {
+      const link = this.link;
+      if (link && !link.ending) {
+        try { await this.request(link, { type: 'stop' }, this.timeouts.stop); } catch { /* ended below regardless */ }
+        await this.endWorker(link);
+      }
+      if (this.current.kind !== 'failed') this.fail(reason);
     });
   }
 
@@ -239,6 +307,7 @@ export class Vm implements VmHandle, MigratableVm {
       const command: VmCommand = { type: 'migration-committed' };
       transition(this.current, command);
       await this.request(this.requireLink(), { type: 'resume' }, this.timeouts.control);
+      this.paging?.agile?.start();
       this.apply([command]);
     });
   }
@@ -256,9 +325,18 @@ export class Vm implements VmHandle, MigratableVm {
   }
 
   private async attachMemory(link: Link): Promise<GuestMemory> {
-    const { buffer, layout } = await this.request(link, { type: 'memory' }, this.timeouts.boot);
-    this.sharedMemory = new GuestMemory(buffer, layout);
-    return this.sharedMemory;
+    if (this.sharedMemory && this.link === link) return this.sharedMemory;
+    const { buffer, layout, pagerControl } = await this.request(link, { type: 'memory' }, this.timeouts.boot);
+    const mem = new GuestMemory(buffer, layout);
+    this.paging = await VmPaging.open(mem, pagerControl, {
+      harvestAccess: async () => (await this.request(link, { type: 'harvest-access' }, this.timeouts.control)).log,
+      evict: (pages, mark) => this.request(link, { type: 'evict', pages, mark }, this.timeouts.control),
+      answer: (id, ok, error) => {
+        if (!link.ending) link.worker.postMessage({ type: 'page-ready', id, ok, ...(error !== undefined ? { error } : {}) } satisfies ToWorker);
+      },
+    }, this.config.swap, this.agileOptions);
+    this.sharedMemory = mem;
+    return mem;
   }
 
   consoleWrite(bytes: Uint8Array): void {
@@ -366,6 +444,8 @@ export class Vm implements VmHandle, MigratableVm {
     // every way out but a terminate() of a wedged worker, where the TAP leaks regardless.
     const init: WorkerInit = { config: this.config, incoming: this.incoming };
     this.sharedMemory = undefined;
+    void this.paging?.close().catch(() => undefined);
+    this.paging = undefined;
     const worker = new Worker(WORKER_URL, { workerData: init, execArgv, name: `ferry-vm-${this.name}`, trackUnmanagedFds: false });
     const exited = new Promise<number>((resolve) => worker.once('exit', (code) => { this.onExit(link, code); resolve(code); }));
     const link: Link = { worker, pending: new Map(), status: 'starting', ending: false, exited };
@@ -418,6 +498,10 @@ export class Vm implements VmHandle, MigratableVm {
       case 'progress':
         this.emit({ type: 'progress', vm: this.name, operation: msg.operation, done: msg.done, total: msg.total });
         return;
+      case 'page-fault':
+        if (this.paging) this.paging.onFault(msg.id, msg.first, msg.count, msg.sync);
+        else if (!msg.sync) link.worker.postMessage({ type: 'page-ready', id: msg.id, ok: false, error: 'no pager on the main thread' } satisfies ToWorker);
+        return;
       case 'guest-exit': {
         // The worker has closed its backends already; only the thread is left to end.
         link.ending = true;
@@ -468,5 +552,11 @@ export class Vm implements VmHandle, MigratableVm {
     link.ending = true;
     await link.worker.terminate();
     await link.exited;
+    if (this.link === undefined || this.link === link) {
+      const paging = this.paging;
+      this.paging = undefined;
+      this.sharedMemory = undefined;
+      await paging?.close().catch(() => undefined);
+    }
   }
 }

@@ -41,6 +41,10 @@ export type WorkerRequest =
   | { readonly type: 'thaw'; readonly id: number; readonly resume: boolean }
   /** Loads a migrated MachineState into the incoming machine (RAM already written); it stays paused. */
   | { readonly type: 'load-state'; readonly id: number; readonly state: MachineState }
+  /** Copies and clears the access log between two slices (working-set tracking). */
+  | { readonly type: 'harvest-access'; readonly id: number }
+  /** Takes pages out of RAM between two slices, marked absent with `mark` (see src/vm/paging). */
+  | { readonly type: 'evict'; readonly id: number; readonly pages: readonly number[]; readonly mark: number }
   /** Counts pages dirtied per interval (the writable working set over time). */
   | { readonly type: 'wws'; readonly id: number; readonly intervalMs: number; readonly samples: number };
 
@@ -48,7 +52,9 @@ export type WorkerRequestType = WorkerRequest['type'];
 
 export type ToWorker =
   | WorkerRequest
-  | { readonly type: 'console-input'; readonly bytes: Uint8Array };
+  | { readonly type: 'console-input'; readonly bytes: Uint8Array }
+  /** Answers an asynchronous page-fault: the pages are in RAM (ok) or cannot be had. */
+  | { readonly type: 'page-ready'; readonly id: number; readonly ok: boolean; readonly error?: string };
 
 export interface WireError {
   readonly code: string;
@@ -63,8 +69,12 @@ export interface ReplyResults {
   stop: undefined;
   snapshot: { readonly bytes: number; readonly ms: number };
   restore: { readonly bytes: number; readonly ms: number };
-  memory: { readonly buffer: SharedArrayBuffer; readonly layout: MemoryLayout };
+  /** `pagerControl`: an Int32Array cell the main thread sets to answer a synchronous fault
+   * (PAGER_DONE or PAGER_FAILED) while the worker waits on it. */
+  memory: { readonly buffer: SharedArrayBuffer; readonly layout: MemoryLayout; readonly pagerControl: SharedArrayBuffer };
   'harvest-dirty': { readonly log: Uint8Array };
+  'harvest-access': { readonly log: Uint8Array };
+  evict: { readonly pages: readonly number[]; readonly data: Uint8Array };
   freeze: { readonly log: Uint8Array; readonly state: MachineState; readonly wasRunning: boolean; readonly quiesceMs: number };
   thaw: undefined;
   'load-state': undefined;
@@ -80,7 +90,8 @@ export type GuestExit =
   | { readonly kind: 'poweroff' }
   | { readonly kind: 'reboot' }
   | { readonly kind: 'fail'; readonly code: number }
-  | { readonly kind: 'fatal'; readonly cause: string; readonly pc: string };
+  | { readonly kind: 'fatal'; readonly cause: string; readonly pc: string }
+  | { readonly kind: 'memory-lost'; readonly reason: string };
 
 export type FromWorker =
   | WorkerReply
@@ -90,6 +101,10 @@ export type FromWorker =
   /** Sent after the worker has closed its device backends. */
   | { readonly type: 'guest-exit'; readonly exit: GuestExit; readonly reason: string }
   | { readonly type: 'progress'; readonly operation: string; readonly done: number; readonly total: number }
+  /** Pages first..first+count-1 are absent and something waits for them: the vCPU (`sync`
+   * false: answer with page-ready) or a device access (`sync` true: answer through the pager
+   * control cell; the worker is blocked until then). */
+  | { readonly type: 'page-fault'; readonly id: number; readonly first: number; readonly count: number; readonly sync: boolean }
   /** The worker hit an error it cannot recover from; it closes its backends and exits. */
   | { readonly type: 'crash'; readonly error: WireError };
 
@@ -100,3 +115,8 @@ export function toWireError(e: unknown): WireError {
   }
   return { code: 'VM_WORKER_ERROR', message: String(e) };
 }
+
+/** The pager control cell's values (Int32Array index 0). */
+export const PAGER_WAITING = 1;
+export const PAGER_DONE = 2;
+export const PAGER_FAILED = 3;

@@ -5,7 +5,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { readFileSync, statSync } from 'node:fs';
 import { FerryError } from '../errors.js';
-import { Machine, type BootSpec, type MachineExit } from '../machine/boot/machine.js';
+import { Machine, type BootSpec, type MachineExit, type MachinePager } from '../machine/boot/machine.js';
+import { GuestMemoryLostError } from '../machine/memory/errors.js';
 import type { ConsoleBackend } from '../machine/devices/types.js';
 import { ensureGuestImage } from '../guest/image.js';
 import { restoreSnapshot, writeSnapshot } from './snapshot/file.js';
@@ -13,7 +14,7 @@ import { VirtioNet } from '../machine/devices/virtio/net.js';
 import { VmDevices } from './devices.js';
 import { resolveVmConfig } from './config.js';
 import {
-  toWireError, type FromWorker, type GuestExit, type ReplyResults, type ToWorker, type WorkerInit, type WorkerRequest, type WorkerStatus,
+  PAGER_DONE, PAGER_FAILED, PAGER_WAITING, toWireError, type FromWorker, type GuestExit, type ReplyResults, type ToWorker, type WorkerInit, type WorkerRequest, type WorkerStatus,
 } from './worker-protocol.js';
 
 if (!parentPort) throw new Error('src/vm/worker.ts runs as a worker thread (see vm.ts)');
@@ -70,6 +71,48 @@ class PortConsole implements ConsoleBackend {
 
 const consoleBackend = new PortConsole();
 
+/** How long a device access waits for absent pages before the VM is given up. The main thread
+ * answers within its own fetch timeouts; this only guards against it never answering. */
+const SYNC_FAULT_TIMEOUT_MS = 120_000;
+
+/** Absent pages come from the main thread, which owns the migration stream and the swap
+ * device. The vCPU waits for them asynchronously (its slice loop awaits; devices, timers and
+ * the console go on); a device access blocks the worker on the control cell, since it sits in
+ * the middle of synchronous device code. */
+class WorkerPager implements MachinePager {
+  readonly control = new SharedArrayBuffer(4);
+  private readonly cell = new Int32Array(this.control);
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+
+  fault(page: number): Promise<void> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      post({ type: 'page-fault', id, first: page, count: 1, sync: false });
+    });
+  }
+
+  answered(id: number, ok: boolean, error?: string): void {
+    const w = this.waiting.get(id);
+    this.waiting.delete(id);
+    if (ok) w?.resolve();
+    else w?.reject(new GuestMemoryLostError(error ?? 'the page could not be fetched'));
+  }
+
+  faultSync(first: number, last: number): void {
+    Atomics.store(this.cell, 0, PAGER_WAITING);
+    post({ type: 'page-fault', id: 0, first, count: last - first + 1, sync: true });
+    const outcome = Atomics.wait(this.cell, 0, PAGER_WAITING, SYNC_FAULT_TIMEOUT_MS);
+    const value = Atomics.load(this.cell, 0);
+    if (outcome === 'timed-out' || value !== PAGER_DONE) {
+      throw new GuestMemoryLostError(value === PAGER_FAILED ? `guest pages ${first}..${last} could not be fetched` : `guest pages ${first}..${last}: no answer within ${SYNC_FAULT_TIMEOUT_MS} ms`);
+    }
+  }
+}
+
+const pager = new WorkerPager();
+
 interface Built {
   readonly machine: Machine;
   readonly devices: VmDevices;
@@ -80,7 +123,7 @@ async function build(): Promise<Built> {
   const boot = incoming ? { kind: 'incoming' as const } : await linuxBoot(vm.cmdline);
   const devices = await VmDevices.open(vm.devices);
   try {
-    const machine = new Machine({ ramBytes: vm.ramBytes, console: consoleBackend, boot, virtio: (mem) => devices.models(mem) });
+    const machine = new Machine({ ramBytes: vm.ramBytes, console: consoleBackend, boot, virtio: (mem) => devices.models(mem), pager });
     return { machine, devices };
   } catch (e) {
     await devices.close();
@@ -131,6 +174,7 @@ function describeExit(exit: GuestExit): string {
     case 'reboot': return 'guest rebooted';
     case 'fail': return `guest reported failure ${exit.code}`;
     case 'fatal': return `guest hit a fatal trap (cause ${exit.cause}, pc ${exit.pc})`;
+    case 'memory-lost': return `guest memory lost: ${exit.reason}`;
   }
 }
 
@@ -233,6 +277,8 @@ const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
     const total = b.machine.memory.ramSize;
     const t0 = performance.now();
     post({ type: 'progress', operation: 'snapshot', done: 0, total });
+    // A snapshot holds all of RAM: bring absent pages in first (one request for the range).
+    b.machine.memory.offsetOf(b.machine.memory.ramBase, total);
     const info = await writeSnapshot(req.file, b.machine, { label: config.name });
     post({ type: 'progress', operation: 'snapshot', done: total, total });
     return { bytes: info.bytes, ms: Math.round(performance.now() - t0) };
@@ -254,9 +300,11 @@ const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
   memory: async (_req, b) => {
     const buffer = b.machine.vcpu.memory.buffer;
     if (!(buffer instanceof SharedArrayBuffer)) throw new FerryError('VM_WORKER_STATE', 'guest RAM is not shared memory');
-    return { buffer, layout: b.machine.vcpu.layout };
+    return { buffer, layout: b.machine.vcpu.layout, pagerControl: pager.control };
   },
   'harvest-dirty': async (_req, b) => ({ log: b.machine.harvestDirtyLog() }),
+  'harvest-access': async (_req, b) => ({ log: b.machine.harvestAccessLog() }),
+  evict: async (req, b) => b.machine.evictPages(req.pages, req.mark),
   freeze: async (_req, b) => {
     if (!used || closed) throw new FerryError('VM_WORKER_STATE', `the machine cannot be frozen (${status})`);
     const t0 = performance.now();
@@ -326,6 +374,10 @@ let queue: Promise<void> = Promise.resolve();
 port.on('message', (msg: ToWorker) => {
   if (msg.type === 'console-input') {
     consoleBackend.type(msg.bytes);
+    return;
+  }
+  if (msg.type === 'page-ready') {
+    pager.answered(msg.id, msg.ok, msg.error);
     return;
   }
   queue = queue.then(() => handle(msg));

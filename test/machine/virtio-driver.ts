@@ -13,8 +13,8 @@ export const RAM_BASE = 0x8000_0000n;
 
 export function makeMemory(ramSize = 1 << 20): GuestMemory {
   const pages = ramSize / 4096;
-  const buffer = new ArrayBuffer(ramSize + 2 * pages);
-  return new GuestMemory(buffer, { ramHostOffset: 0, ramBase: RAM_BASE, ramSize, dirtyLogOffset: ramSize, accessLogOffset: ramSize + pages });
+  const buffer = new ArrayBuffer(ramSize + 3 * pages);
+  return new GuestMemory(buffer, { ramHostOffset: 0, ramBase: RAM_BASE, ramSize, dirtyLogOffset: ramSize, accessLogOffset: ramSize + pages, absentMapOffset: ramSize + 2 * pages });
 }
 
 export interface Buf {

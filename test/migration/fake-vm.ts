@@ -11,6 +11,7 @@ import { resolveVmConfig } from '../../src/vm/config.js';
 import type { MigrationSource } from '../../src/migration/engine/sender.js';
 import { MigrationReceiver, type IncomingHost, type MigrationTarget, type ReceiverOptions } from '../../src/migration/engine/receiver.js';
 import type { ReceiverStage } from '../../src/migration/engine/stages.js';
+import type { FaultStats, PageSupplier } from '../../src/vm/paging/page-server.js';
 import type { MigrationReport } from '../../src/migration/engine/report.js';
 import { hostingProblem } from '../../src/migration/engine/wire-config.js';
 import { MigrationError } from '../../src/migration/errors.js';
@@ -69,6 +70,8 @@ export class FakeSourceVm implements MigrationSource {
   readonly config: VmConfig;
   readonly ram: Uint8Array;
   readonly dirtyLog: Uint8Array;
+  /** Absent map (the fake never swaps: all zero). */
+  readonly absent: Uint8Array;
   /** What RAM must hold: every write of the guest, applied here too. */
   readonly shadow: Uint8Array;
   readonly pageCount: number;
@@ -101,6 +104,7 @@ export class FakeSourceVm implements MigrationSource {
     this.shadow = new Uint8Array(ramBytes);
     this.pageCount = ramBytes / PAGE_SIZE;
     this.dirtyLog = new Uint8Array(this.pageCount);
+    this.absent = new Uint8Array(this.pageCount);
     this.next = rng(options.seed ?? 12345);
     this.opts = {
       pagesPerTick: options.pagesPerTick ?? 4,
@@ -151,9 +155,9 @@ export class FakeSourceVm implements MigrationSource {
   /** Ends the fake (test teardown). */
   dispose(): void { this.stopGuest(); }
 
-  async memory(): Promise<{ bytes: Uint8Array; dirtyLog: Uint8Array; pageCount: number }> {
+  async memory(): Promise<{ bytes: Uint8Array; dirtyLog: Uint8Array; absent: Uint8Array; pageCount: number }> {
     this.record('memory');
-    return { bytes: this.ram, dirtyLog: this.dirtyLog, pageCount: this.pageCount };
+    return { bytes: this.ram, dirtyLog: this.dirtyLog, absent: this.absent, pageCount: this.pageCount };
   }
 
   async beginMigrationOut(to: string): Promise<void> {
@@ -251,12 +255,17 @@ export class FakeSourceVm implements MigrationSource {
   }
 }
 
-export type FakeTargetState = 'reserved' | 'loaded' | 'running' | 'discarded' | 'in-doubt' | 'adopted';
+export type FakeTargetState = 'reserved' | 'loaded' | 'running' | 'discarded' | 'in-doubt' | 'adopted' | 'lost';
 
 /** The reserved VM on the destination: zeroed RAM, a state slot, a run flag. */
 export class FakeTarget implements MigrationTarget {
   readonly ram: Uint8Array;
   readonly pageCount: number;
+  readonly dirtyLog: Uint8Array;
+  /** Absent map, as the receiver leaves it for post-copy (ABSENT_PEER / ABSENT_SWAP). */
+  readonly absent: Uint8Array;
+  /** Post-copy supplier the receiver attached (the fake "guest" faults through it). */
+  peerPages: PageSupplier | undefined;
   loadedState: Record<string, unknown> | undefined;
   activated = false;
   status: FakeTargetState = 'reserved';
@@ -265,11 +274,36 @@ export class FakeTarget implements MigrationTarget {
   constructor(readonly name: string, ramBytes: number, private readonly host: FakeTargetHost) {
     this.ram = new Uint8Array(ramBytes);
     this.pageCount = ramBytes / PAGE_SIZE;
+    this.dirtyLog = new Uint8Array(this.pageCount);
+    this.absent = new Uint8Array(this.pageCount);
   }
 
-  async memory(): Promise<{ bytes: Uint8Array; pageCount: number }> {
+  async memory(): Promise<{ bytes: Uint8Array; pageCount: number; dirtyLog: Uint8Array; absent: Uint8Array }> {
     this.calls.push('memory');
-    return { bytes: this.ram, pageCount: this.pageCount };
+    return { bytes: this.ram, pageCount: this.pageCount, dirtyLog: this.dirtyLog, absent: this.absent };
+  }
+
+  attachPeerPages(supplier: PageSupplier | undefined): void {
+    this.calls.push(supplier ? 'attachPeerPages' : 'detachPeerPages');
+    if (supplier) this.peerPages = supplier;
+  }
+
+  faultStats(): FaultStats {
+    return { ...this.faults };
+  }
+
+  readonly faults: FaultStats = { faults: 0, stallUsTotal: 0, stallUsMax: 0 };
+
+  /** The fake guest touches a page: an absent one is faulted in through the attached supplier. */
+  async touch(page: number): Promise<void> {
+    if (this.absent[page] === 0) return;
+    if (!this.peerPages) throw new Error(`page ${page} absent and no supplier`);
+    const t0 = performance.now();
+    await this.peerPages.fetch([page]);
+    const us = Math.round((performance.now() - t0) * 1000);
+    this.faults.faults++;
+    this.faults.stallUsTotal += us;
+    this.faults.stallUsMax = Math.max(this.faults.stallUsMax, us);
   }
 
   async loadMigratedState(state: MachineState): Promise<void> {
@@ -341,8 +375,16 @@ export class FakeTargetHost implements IncomingHost {
     this.inDoubtCalls.push({ target: t, reason });
   }
 
+  readonly lostCalls: { target: FakeTarget; reason: string }[] = [];
+
+  async lost(target: MigrationTarget, reason: string): Promise<void> {
+    const t = this.own(target);
+    t.status = 'lost';
+    this.lostCalls.push({ target: t, reason });
+  }
+
   private own(target: MigrationTarget): FakeTarget {
-    const t = this.targets.find((x) => x === target);
+    const t = this.targets.find((x) => (x as MigrationTarget) === target);
     if (!t) throw new Error(`not a target of this host: ${target.name}`);
     return t;
   }

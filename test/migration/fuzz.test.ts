@@ -34,7 +34,9 @@ test(`fuzz: the decoder yields valid messages or a MigrationProtocolError (seed 
   const rnd = prng(SEED);
   const int = (n: number) => Math.floor(rnd() * n);
   const encoder = new FrameEncoder();
-  const frames = sampleMessages().map((m) => encoder.encode(m));
+  const samples = sampleMessages();
+  assert.deepEqual([...new Set(samples.map((m) => m.type))].sort(), Object.keys(MessageType).sort(), 'the corpus has every frame type, v2 post-copy frames included');
+  const frames = samples.map((m) => encoder.encode(m));
   const pick = () => frames[int(frames.length)]!;
   const randomBytes = (n: number) => {
     const b = Buffer.alloc(n);
@@ -43,7 +45,7 @@ test(`fuzz: the decoder yields valid messages or a MigrationProtocolError (seed 
   };
 
   function input(): Buffer {
-    const kind = int(8);
+    const kind = int(9);
     if (kind === 0) return randomBytes(int(64));
     if (kind === 1) {
       // Plausible header (known type, clean flags) over noise: gets past the first checks.
@@ -75,6 +77,15 @@ test(`fuzz: the decoder yields valid messages or a MigrationProtocolError (seed 
       case 6: // a payload byte set at random (lengths, counts, UTF-8, JSON)
         if (target.length > FRAME_HEADER_BYTES) target[FRAME_HEADER_BYTES + int(Math.min(64, target.length - FRAME_HEADER_BYTES))] = int(256);
         break;
+      case 7: // one aligned u32 of the payload copied over another: equal or reordered page numbers,
+        // overlapping or descending runs, repeated requests, counts that disagree with the payload
+        if (target.length >= FRAME_HEADER_BYTES + 8) {
+          const words = (target.length - FRAME_HEADER_BYTES) >> 2;
+          const from = FRAME_HEADER_BYTES + 4 * int(Math.min(words, 64));
+          const to = FRAME_HEADER_BYTES + 4 * int(Math.min(words, 64));
+          target.writeUInt32LE(target.readUInt32LE(from), to);
+        }
+        break;
       default: // noise spliced between valid frames
         parts.splice(int(parts.length + 1), 0, randomBytes(1 + int(16)));
     }
@@ -83,6 +94,7 @@ test(`fuzz: the decoder yields valid messages or a MigrationProtocolError (seed 
 
   const start = Date.now();
   const outcomes = new Map<string, number>();
+  const yielded = new Set<string>();
   for (let n = 0; n < INPUTS; n++) {
     const bytes = input();
     const maxFramePayload = int(2) ? undefined : 64 << 10;
@@ -106,6 +118,7 @@ test(`fuzz: the decoder yields valid messages or a MigrationProtocolError (seed 
     }
     outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
     for (const m of got) {
+      yielded.add(m.type);
       // A yielded message must be one the encoder accepts and that decodes to itself.
       const again = new FrameDecoder().decode(encoder.encode(m));
       assert.deepEqual(again, [m], `seed ${SEED} input ${n}: ${m.type} does not round-trip`);
@@ -115,4 +128,5 @@ test(`fuzz: the decoder yields valid messages or a MigrationProtocolError (seed 
   console.log(`fuzz: ${INPUTS} inputs in ${Date.now() - start} ms`, Object.fromEntries([...outcomes].sort((a, b) => b[1] - a[1])));
   assert.ok((outcomes.get('ok') ?? 0) > 0, 'some inputs survive intact');
   assert.ok(outcomes.size > 8, 'the inputs reach many different refusals');
+  for (const t of ['Absent', 'PageRequest', 'PostcopyEnd', 'PostcopyComplete']) assert.ok(yielded.has(t), `some ${t} frames get through`);
 });

@@ -8,9 +8,14 @@ import { FrameDecoder, FrameEncoder, decodeAll, frame, type PageCompression } fr
 import { MigrationProtocolError, type ProtocolErrorCode } from '../../src/migration/protocol/errors.js';
 import {
   FRAME_HEADER_BYTES,
+  MAX_ABSENT_RUNS,
+  MAX_BATCH_PAGES,
   MAX_FRAME_PAYLOAD,
   MessageType,
   PAGE_SIZE,
+  POSTCOPY_VERSION,
+  PROTOCOL_VERSION_MAX,
+  PROTOCOL_VERSION_MIN,
   negotiateVersion,
   type ProtocolMessage,
 } from '../../src/migration/protocol/messages.js';
@@ -207,6 +212,170 @@ test('version negotiation picks the highest common version and refuses disjoint 
   });
   assert.throws(() => negotiateVersion({ min: 1, max: 2 }, { min: 2, max: 1 }), { code: 'VERSION_UNSUPPORTED' });
   assert.throws(() => negotiateVersion({ min: 1, max: 2 }, { min: 0, max: 1 }), { code: 'VERSION_UNSUPPORTED' });
+});
+
+test('a version 2 daemon talks down to a version 1 peer, which has no post-copy', () => {
+  const ours = { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX };
+  assert.deepEqual(ours, { min: 1, max: 2 });
+  assert.equal(POSTCOPY_VERSION, 2);
+  const v1 = { min: 1, max: 1 };
+  assert.equal(negotiateVersion(ours, v1), 1);
+  assert.equal(negotiateVersion(v1, ours), 1);
+  assert.ok(negotiateVersion(ours, v1) < POSTCOPY_VERSION, 'post-copy needs a version 2 peer');
+  assert.equal(negotiateVersion(ours, ours), 2);
+  assert.equal(negotiateVersion(ours, { min: 2, max: 7 }), 2);
+  assert.throws(() => negotiateVersion({ min: 2, max: 2 }, v1), { code: 'VERSION_UNSUPPORTED' });
+});
+
+/** Absent payload, for hand-made malformed ones: runs as [first, count] pairs. */
+function absentPayload(runs: [number, number][], origin = 1, count = runs.length): Buffer {
+  const b = Buffer.alloc(8 + runs.length * 8);
+  b.writeUInt8(origin, 0);
+  b.writeUInt32LE(count, 4);
+  runs.forEach(([first, n], i) => {
+    b.writeUInt32LE(first, 8 + i * 8);
+    b.writeUInt32LE(n, 12 + i * 8);
+  });
+  return b;
+}
+
+/** PageRequest payload, for hand-made malformed ones. */
+function requestPayload(pages: number[], count = pages.length): Buffer {
+  const b = Buffer.alloc(4 + pages.length * 4);
+  b.writeUInt32LE(count, 0);
+  pages.forEach((p, i) => b.writeUInt32LE(p, 4 + i * 4));
+  return b;
+}
+
+test('version 2 frames have the documented byte layouts', () => {
+  const absent = enc.encode({ type: 'Absent', origin: 'swap', runs: [{ first: 3, count: 2 }, { first: 0x01020304, count: 1 }] });
+  assert.deepEqual([...absent.subarray(0, 8)], [0x24, 0, 0, 0, 24, 0, 0, 0]);
+  assert.deepEqual([...absent.subarray(8)], [2, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 4, 3, 2, 1, 1, 0, 0, 0]);
+  assert.equal(enc.encode({ type: 'Absent', origin: 'peer', runs: [{ first: 0, count: 1 }] })[8], 1);
+  const req = enc.encode({ type: 'PageRequest', pages: [9, 2] });
+  assert.deepEqual([...req], [0x25, 0, 0, 0, 12, 0, 0, 0, 2, 0, 0, 0, 9, 0, 0, 0, 2, 0, 0, 0]);
+  assert.deepEqual([...enc.encode({ type: 'PostcopyEnd', pagesPushed: 0x0a0b0c0d })], [0x26, 0, 0, 0, 4, 0, 0, 0, 0x0d, 0x0c, 0x0b, 0x0a]);
+  const done = enc.encode({ type: 'PostcopyComplete', pagesReceived: 1, faults: 2, stallUsTotal: 2 ** 32 + 3, stallUsMax: 4, duplicates: 5 });
+  assert.deepEqual([...done.subarray(0, 8)], [0x27, 0, 0, 0, 28, 0, 0, 0]);
+  assert.deepEqual([...done.subarray(8)], [1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0]);
+});
+
+test('version 2 frames round-trip at their limits', () => {
+  const ramPages = RAM_BYTES / PAGE_SIZE;
+  const opts = { ramBytes: RAM_BYTES };
+  const most = Array.from({ length: MAX_ABSENT_RUNS }, (_, i) => ({ first: i * 2, count: 1 }));
+  const manyPages = Array.from({ length: MAX_BATCH_PAGES }, (_, i) => (i * 7919) % ramPages);
+  assert.equal(new Set(manyPages).size, MAX_BATCH_PAGES);
+  const msgs: ProtocolMessage[] = [
+    { type: 'Absent', origin: 'peer', runs: [{ first: 0, count: ramPages }] },
+    { type: 'Absent', origin: 'swap', runs: [{ first: 5, count: 1 }, { first: 6, count: 1 }] }, // adjacent, not overlapping
+    { type: 'Absent', origin: 'peer', runs: [{ first: 2 ** 32 - 2, count: 2 }] }, // RAM size unknown: only u32 bounds
+    { type: 'Absent', origin: 'peer', runs: most },
+    { type: 'PageRequest', pages: manyPages },
+    { type: 'PageRequest', pages: [ramPages - 1, 0] },
+    { type: 'PostcopyEnd', pagesPushed: 0 },
+    { type: 'PostcopyEnd', pagesPushed: 2 ** 32 - 1 },
+    { type: 'PostcopyComplete', pagesReceived: 0, faults: 0, stallUsTotal: 0, stallUsMax: 0, duplicates: 0 },
+    { type: 'PostcopyComplete', pagesReceived: 2 ** 32 - 1, faults: 2 ** 32 - 1, stallUsTotal: Number.MAX_SAFE_INTEGER, stallUsMax: Number.MAX_SAFE_INTEGER, duplicates: 2 ** 32 - 1 },
+  ];
+  for (const m of msgs) assert.deepEqual(decodeAll(enc.encode(m)), [m], m.type);
+  // Those that stay within RAM also pass a decoder that knows the RAM size.
+  for (const m of [msgs[0]!, msgs[1]!, msgs[4]!, msgs[5]!]) assert.deepEqual(decodeAll(enc.encode(m), opts), [m], m.type);
+});
+
+test('malformed Absent frames are refused', () => {
+  const ramPages = RAM_BYTES / PAGE_SIZE;
+  const opts = { ramBytes: RAM_BYTES };
+  const A = MessageType.Absent;
+  assert.deepEqual(decodeAll(frame(A, absentPayload([[0, 1], [1, 1]])), opts), [{ type: 'Absent', origin: 'peer', runs: [{ first: 0, count: 1 }, { first: 1, count: 1 }] }]);
+  refuses('BAD_FIELD', frame(A, absentPayload([])));  // no runs
+  refuses('BAD_FIELD', frame(A, absentPayload([[0, 1]], 1, 0)));  // count 0 with a run after it
+  refuses('BAD_FIELD', frame(A, absentPayload([[0, 1]], 1, MAX_ABSENT_RUNS + 1)));
+  refuses('BAD_FIELD', frame(A, absentPayload([[4, 0]])));  // an empty run
+  refuses('BAD_FIELD', frame(A, absentPayload([[1, 2], [5, 0]])));
+  refuses('BAD_FIELD', frame(A, absentPayload([[10, 5], [12, 1]])));  // overlapping
+  refuses('BAD_FIELD', frame(A, absentPayload([[10, 5], [14, 3]])));  // overlapping by one page
+  refuses('BAD_FIELD', frame(A, absentPayload([[10, 1], [3, 1]])));  // descending
+  refuses('BAD_FIELD', frame(A, absentPayload([[10, 1], [10, 1]])));  // the same run twice
+  refuses('BAD_FIELD', frame(A, absentPayload([[2 ** 32 - 1, 2]])));  // passes 2^32
+  refuses('BAD_FIELD', frame(A, absentPayload([[0, 1]], 0)));  // origin 0
+  refuses('BAD_FIELD', frame(A, absentPayload([[0, 1]], 3)));  // origin 3
+  refuses('BAD_FIELD', frame(A, absentPayload([[0, 1]], 0xff)));
+  refuses('BAD_RESERVED', frame(A, mutateAt(absentPayload([[0, 1]]), 1, 1)));
+  refuses('BAD_RESERVED', frame(A, mutateAt(absentPayload([[0, 1]]), 3, 0x80)));
+  refuses('PAGE_OUT_OF_RANGE', frame(A, absentPayload([[0, 1], [ramPages - 1, 2]])), opts);  // run past RAM
+  refuses('PAGE_OUT_OF_RANGE', frame(A, absentPayload([[ramPages, 1]])), opts);
+  refuses('PAGE_OUT_OF_RANGE', frame(A, absentPayload([[0, ramPages + 1]])), opts);
+  refuses('TRUNCATED', frame(A, absentPayload([[0, 1], [5, 1]]).subarray(0, 20)));  // ends inside a run
+  refuses('TRUNCATED', frame(A, absentPayload([[0, 1]], 1, 2)));  // announces 2 runs, holds 1
+  refuses('TRUNCATED', frame(A, absentPayload([]).subarray(0, 6)));  // ends inside the fixed fields
+  refuses('TRUNCATED', frame(A, Buffer.alloc(0)));
+  refuses('TRAILING_BYTES', frame(A, Buffer.concat([absentPayload([[0, 1]]), Buffer.alloc(8)])));  // a run more than announced
+  refuses('TRAILING_BYTES', frame(A, Buffer.concat([absentPayload([[0, 1]]), Buffer.alloc(1)])));
+  refuses('TRUNCATED', enc.encode({ type: 'Absent', origin: 'peer', runs: [{ first: 0, count: 1 }] }).subarray(0, 15));  // stream ends inside
+  // Refused from the header: more than MAX_ABSENT_RUNS runs cannot fit.
+  const huge = Buffer.alloc(FRAME_HEADER_BYTES);
+  huge.writeUInt8(A, 0);
+  huge.writeUInt32LE(8 + 8 * MAX_ABSENT_RUNS + 1, 4);
+  const d = new FrameDecoder();
+  assert.throws(() => d.decode(huge), { code: 'FRAME_TOO_LARGE' });
+  assert.equal(d.bufferedBytes, FRAME_HEADER_BYTES);
+});
+
+test('malformed PageRequest, PostcopyEnd and PostcopyComplete frames are refused', () => {
+  const ramPages = RAM_BYTES / PAGE_SIZE;
+  const opts = { ramBytes: RAM_BYTES };
+  const R = MessageType.PageRequest;
+  refuses('BAD_FIELD', frame(R, requestPayload([])));  // empty
+  refuses('BAD_FIELD', frame(R, requestPayload([1], 0)));
+  refuses('BAD_FIELD', frame(R, requestPayload([5, 9, 5])));  // duplicate
+  refuses('BAD_FIELD', frame(R, requestPayload([7, 7])));
+  refuses('BAD_FIELD', frame(R, requestPayload([1], MAX_BATCH_PAGES + 1)));  // too many
+  const tooMany = Array.from({ length: MAX_BATCH_PAGES + 1 }, (_, i) => i);
+  refuses('FRAME_TOO_LARGE', frame(R, requestPayload(tooMany)));  // from the header
+  refuses('PAGE_OUT_OF_RANGE', frame(R, requestPayload([3, ramPages, 4])), opts);
+  assert.deepEqual(decodeAll(frame(R, requestPayload([3, ramPages, 4]))), [{ type: 'PageRequest', pages: [3, ramPages, 4] }]); // RAM size unknown
+  refuses('TRUNCATED', frame(R, requestPayload([1, 2], 3)));
+  refuses('TRUNCATED', frame(R, requestPayload([1, 2]).subarray(0, 10)));
+  refuses('TRUNCATED', frame(R, Buffer.alloc(2)));
+  refuses('TRAILING_BYTES', frame(R, requestPayload([1, 2], 1)));
+  refuses('TRAILING_BYTES', frame(R, Buffer.concat([requestPayload([1]), Buffer.alloc(3)])));
+  refuses('TRUNCATED', frame(MessageType.PostcopyEnd, Buffer.alloc(3)));
+  refuses('TRAILING_BYTES', frame(MessageType.PostcopyEnd, Buffer.alloc(5)));
+  refuses('TRUNCATED', frame(MessageType.PostcopyComplete, Buffer.alloc(27)));
+  refuses('TRAILING_BYTES', frame(MessageType.PostcopyComplete, Buffer.alloc(29)));
+  const complete = enc.encode({ type: 'PostcopyComplete', pagesReceived: 1, faults: 1, stallUsTotal: 1, stallUsMax: 1, duplicates: 0 });
+  refuses('BAD_FIELD', mutateAt(Buffer.from(complete), FRAME_HEADER_BYTES + 15, 0x01));  // total stall ≥ 2^56: beyond 2^53
+  refuses('BAD_FIELD', mutateAt(Buffer.from(complete), FRAME_HEADER_BYTES + 23, 0x80));  // longest stall beyond 2^53
+  refuses('TRUNCATED', complete.subarray(0, complete.length - 1));
+});
+
+test('the encoder refuses version 2 messages the decoder would refuse', () => {
+  const run = (first: number, count: number) => ({ first, count });
+  const bad: ProtocolMessage[] = [
+    { type: 'Absent', origin: 'peer', runs: [] },
+    { type: 'Absent', origin: 'peer', runs: [run(0, 0)] },
+    { type: 'Absent', origin: 'peer', runs: [run(4, 4), run(7, 1)] },
+    { type: 'Absent', origin: 'peer', runs: [run(4, 1), run(2, 1)] },
+    { type: 'Absent', origin: 'peer', runs: [run(2 ** 32 - 1, 2)] },
+    { type: 'Absent', origin: 'peer', runs: [run(-1, 2)] },
+    { type: 'Absent', origin: 'peer', runs: [run(1.5, 2)] },
+    { type: 'Absent', origin: 'peer', runs: Array.from({ length: MAX_ABSENT_RUNS + 1 }, (_, i) => run(i, 1)) },
+    { type: 'Absent', origin: 'disk' as 'peer', runs: [run(0, 1)] },
+    { type: 'Absent', origin: 'toString' as 'peer', runs: [run(0, 1)] },
+    { type: 'PageRequest', pages: [] },
+    { type: 'PageRequest', pages: [3, 1, 3] },
+    { type: 'PageRequest', pages: [2 ** 32] },
+    { type: 'PageRequest', pages: Array.from({ length: MAX_BATCH_PAGES + 1 }, (_, i) => i) },
+    { type: 'PostcopyEnd', pagesPushed: -1 },
+    { type: 'PostcopyEnd', pagesPushed: 2 ** 32 },
+    { type: 'PostcopyComplete', pagesReceived: 0, faults: 0, stallUsTotal: 1.5, stallUsMax: 0, duplicates: 0 },
+    { type: 'PostcopyComplete', pagesReceived: 0, faults: 0, stallUsTotal: 2 ** 53, stallUsMax: 0, duplicates: 0 },
+    { type: 'PostcopyComplete', pagesReceived: 0, faults: 0, stallUsTotal: 0, stallUsMax: -1, duplicates: 0 },
+    { type: 'PostcopyComplete', pagesReceived: 0, faults: 2 ** 32, stallUsTotal: 0, stallUsMax: 0, duplicates: 0 },
+    { type: 'PostcopyComplete', pagesReceived: 0, faults: 0, stallUsTotal: 0, stallUsMax: 0, duplicates: NaN },
+  ];
+  for (const m of bad) assert.throws(() => enc.encode(m), (e: unknown) => e instanceof MigrationProtocolError && e.code === 'BAD_FIELD', JSON.stringify(m).slice(0, 120));
 });
 
 /** The whole handshake as the two daemons run it, minus the socket. */

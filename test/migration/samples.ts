@@ -31,6 +31,13 @@ export function sampleMessages(): ProtocolMessage[] {
     { type: 'ZeroRun', round: 2, firstPage: 100, count: 28 },
     { type: 'RoundEnd', round: 2, pagesSent: 12345, pagesZeroed: 28 },
     { type: 'RoundAck', round: 2, pagesReceived: 12373 },
+    // Version 2 (post-copy): runs may touch (adjacent) but not overlap; the last ends at the last page.
+    { type: 'Absent', origin: 'peer', runs: [{ first: 0, count: 1 }, { first: 1, count: 30 }, { first: 4096, count: 512 }, { first: 16000, count: 384 }] },
+    { type: 'Absent', origin: 'swap', runs: [{ first: 8192, count: 2048 }] },
+    { type: 'PageRequest', pages: [4100, 17, 16383, 0] },
+    { type: 'PageRequest', pages: [4097] },
+    { type: 'PostcopyEnd', pagesPushed: 927 },
+    { type: 'PostcopyComplete', pagesReceived: 927, faults: 41, stallUsTotal: 2 ** 40 + 12345, stallUsMax: 73_512, duplicates: 0 },
     { type: 'DeviceState', state: { config: { ramBytes: RAM_BYTES, sbiInMachine: true }, cpu: { pc: '0x80200000' }, virtio: [], clock: { ticks: '123456789' } } },
     { type: 'CommitRequest', finalRound: 5 },
     { type: 'Committed' },

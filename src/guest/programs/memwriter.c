@@ -3,8 +3,15 @@
  * byte of its working set still holds what it last wrote. Migration tests use it both as load
  * (dirty pages the migrator has to chase) and as the oracle that memory survived.
  *
- *   memwriter [--wss-mib N] [--rate PAGES_PER_SEC] [--duration S] [--report-ms MS]
- *             [--verify-every S] [--seed N] [--once] [--inject-fault]
+ *   memwriter [--wss-mib N] [--hot-mib N] [--rate PAGES_PER_SEC] [--touch-ms MS] [--duration S]
+ *             [--report-ms MS] [--verify-every S] [--seed N] [--once] [--inject-fault]
+ *
+ * The whole --wss-mib region is filled once with non-zero content; after that, writes go to
+ * random pages of its first --hot-mib MiB only (default: the whole region), so the rest of the
+ * region is cold, non-zero data. --touch-ms MS reads one word of every hot page every MS
+ * milliseconds (default 0: never), so the hot set stays in an access-based working-set estimate
+ * even when --rate revisits each page only rarely. Writes are paced in batches: one wake-up per
+ * BATCH_NS at most, so high rates (tens of thousands of pages/s) do not cost a sleep per page.
  *
  * Every page's content is a pure function of (page index, that page's generation counter), so
  * the expected content of the whole region is always known from the generation array alone.
@@ -31,12 +38,15 @@
 
 /* Odd, so `seed + k * STEP` gives a distinct value for every word of a page. */
 #define STEP 0x9e3779b97f4a7c15ULL
+/* Shortest sleep between batches of paced writes (5 ms: 200 wake-ups/s at most). */
+#define BATCH_NS 5000000ULL
 
 static volatile sig_atomic_t verify_requested;
 static volatile sig_atomic_t stop_requested;
 
 static uint8_t *mem;
 static size_t page_size, npages, words_per_page;
+static size_t hot_pages;       /* writes go to pages [0, hot_pages) */
 static uint32_t *gen;          /* per-page generation: how many times the page was rewritten */
 static uint64_t checksum;      /* XOR of every page's current seed, updated on each write */
 static uint64_t writes;        /* page writes after the initial fill */
@@ -116,11 +126,19 @@ static int verify(void) {
     return bad_pages == 0;
 }
 
-/* xorshift64*: fast and good enough to spread writes across the working set. */
+/* xorshift64*: fast and good enough to spread writes across the hot set. */
 static uint64_t rng_state;
 static size_t random_page(void) {
     rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
-    return (size_t)((rng_state * 0x2545f4914f6cdd1dULL) % npages);
+    return (size_t)((rng_state * 0x2545f4914f6cdd1dULL) % hot_pages);
+}
+
+/* Reads one word of every hot page, so an access-tracking host sees the hot set as in use. */
+static volatile uint64_t touch_sink;
+static void touch_hot(void) {
+    uint64_t acc = 0;
+    for (size_t p = 0; p < hot_pages; p++) acc += *(volatile const uint64_t *)(mem + p * page_size);
+    touch_sink = acc;
 }
 
 static void on_signal(int sig) {
@@ -130,8 +148,9 @@ static void on_signal(int sig) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: memwriter [--wss-mib N] [--rate PAGES_PER_SEC] [--duration S] [--report-ms MS]\n"
-            "                 [--verify-every S] [--seed N] [--once] [--inject-fault]\n");
+            "usage: memwriter [--wss-mib N] [--hot-mib N] [--rate PAGES_PER_SEC] [--touch-ms MS]\n"
+            "                 [--duration S] [--report-ms MS] [--verify-every S] [--seed N] [--once]\n"
+            "                 [--inject-fault]\n");
     exit(2);
 }
 
@@ -145,11 +164,13 @@ static double parse_num(const char *s, double min) {
 
 int main(int argc, char **argv) {
     double wss_mib = 16, rate = 0, duration = 0, verify_every = 0;
-    double report_ms = 1000, seed = 1;
+    double report_ms = 1000, seed = 1, hot_mib = -1, touch_ms = 0;
     int once = 0, inject_fault = 0;
     static const struct option longopts[] = {
         { "wss-mib", required_argument, NULL, 'w' },
+        { "hot-mib", required_argument, NULL, 'H' },
         { "rate", required_argument, NULL, 'r' },
+        { "touch-ms", required_argument, NULL, 't' },
         { "duration", required_argument, NULL, 'd' },
         { "report-ms", required_argument, NULL, 'p' },
         { "verify-every", required_argument, NULL, 'v' },
@@ -163,7 +184,9 @@ int main(int argc, char **argv) {
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
         case 'w': wss_mib = parse_num(optarg, 0); break;
+        case 'H': hot_mib = parse_num(optarg, 0); break;
         case 'r': rate = parse_num(optarg, 0); break;
+        case 't': touch_ms = parse_num(optarg, 0); break;
         case 'd': duration = parse_num(optarg, 0); break;
         case 'p': report_ms = parse_num(optarg, 0); break;
         case 'v': verify_every = parse_num(optarg, 0); break;
@@ -182,6 +205,12 @@ int main(int argc, char **argv) {
     words_per_page = page_size / sizeof(uint64_t);
     npages = (size_t)(wss_mib * 1024 * 1024) / page_size;
     if (npages == 0) npages = 1;
+    hot_pages = npages;
+    if (hot_mib >= 0) {
+        size_t h = (size_t)(hot_mib * 1024 * 1024) / page_size;
+        if (h == 0) h = 1;
+        if (h < hot_pages) hot_pages = h;
+    }
 
     mem = mmap(NULL, npages * page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     gen = calloc(npages, sizeof *gen);
@@ -218,6 +247,8 @@ int main(int argc, char **argv) {
     const uint64_t verify_ns = (uint64_t)(verify_every * 1e9);
     uint64_t next_report = report_ns ? start + report_ns : UINT64_MAX;
     uint64_t next_verify = verify_ns ? start + verify_ns : UINT64_MAX;
+    const uint64_t touch_ns = (uint64_t)(touch_ms * 1e6);
+    uint64_t next_touch = touch_ns ? start + touch_ns : UINT64_MAX;
     uint64_t last_report_t = start, last_report_writes = 0;
     /* Rate limiting counts writes owed since (base_t, base_writes). */
     uint64_t base_t = start, base_writes = 0;
@@ -233,6 +264,10 @@ int main(int argc, char **argv) {
             base_t = now_ns();
             base_writes = writes;
             continue;
+        }
+        if (now >= next_touch) {
+            touch_hot();
+            next_touch = now + touch_ns;
         }
         if (now >= next_report) {
             uint64_t dt = now - last_report_t;
@@ -262,9 +297,12 @@ int main(int argc, char **argv) {
             continue;
         }
         uint64_t next_due = base_t + (uint64_t)((double)(writes + 1 - base_writes) * 1e9 / rate);
-        uint64_t wake = next_due;
+        /* Batch: sleep at least BATCH_NS, then write everything owed by then in one go. A
+         * wake-up costs a guest far more than a page write, so one per page caps the rate. */
+        uint64_t wake = next_due > now + BATCH_NS ? next_due : now + BATCH_NS;
         if (next_report < wake) wake = next_report;
         if (next_verify < wake) wake = next_verify;
+        if (next_touch < wake) wake = next_touch;
         if (end < wake) wake = end;
         sleep_until(wake);
     }

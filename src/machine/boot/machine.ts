@@ -64,6 +64,18 @@ export interface MachineOptions {
   /** virtio devices, placed in virtio-mmio slots 0, 1, ... in this order. Built against the
    * machine's guest memory, hence a factory. */
   readonly virtio?: (memory: GuestMemory) => VirtioDevice[];
+  /** Brings absent pages into RAM (post-copy, swapped-out pages). Without one, a machine never
+   * has absent pages. */
+  readonly pager?: MachinePager;
+}
+
+/** The host side of demand paging. `fault` serves the vCPU, which waits for it alone (the
+ * event loop, devices and timers go on); `faultSync` serves device accesses through
+ * GuestMemory, which cannot wait asynchronously. Both reject or throw GuestMemoryLostError
+ * when a page cannot be had. */
+export interface MachinePager {
+  fault(page: number): Promise<void>;
+  faultSync(firstPage: number, lastPage: number): void;
 }
 
 export type MachineExit =
@@ -72,6 +84,8 @@ export type MachineExit =
   | { readonly kind: 'fail'; readonly code: number }
   | { readonly kind: 'fatal'; readonly cause: bigint; readonly pc: bigint }
   | { readonly kind: 'stopped' }
+  /** A page the guest needed could not be brought into RAM (its only copy was lost). */
+  | { readonly kind: 'memory-lost'; readonly reason: string }
   /** pause() took effect: the machine is intact and run() continues it. */
   | { readonly kind: 'paused' };
 
@@ -134,6 +148,7 @@ export class Machine {
   private running = false;
   private pauseRequested = false;
   private readonly sbiInMachine: boolean;
+  private readonly pager: MachinePager | undefined;
 
   constructor(opts: MachineOptions) {
     const sbiInMachine = opts.boot.kind !== 'bare';
@@ -148,6 +163,8 @@ export class Machine {
       },
     });
     this.memory = new GuestMemory(this.vcpu.memory.buffer, this.vcpu.layout);
+    this.pager = opts.pager;
+    if (opts.pager) this.memory.onAbsent((first, last) => opts.pager!.faultSync(first, last));
     const cpu = this.vcpu.exports;
     const sink: HartInterruptSink = {
       setExternalInterrupt: (mode, level) => {
@@ -267,6 +284,32 @@ export class Machine {
     return log;
   }
 
+  /** As harvestDirtyLog, for the access log (reads, writes and fetches): the working set. */
+  harvestAccessLog(): Uint8Array {
+    const log = this.memory.accessLog.slice();
+    this.vcpu.exports.accessLogClear(this.memory.pageCount);
+    return log;
+  }
+
+  /**
+   * Takes pages out of RAM between two slices: returns their contents, marks them absent with
+   * `mark` (who holds them now) and zeroes them. No TLB entry survives, so the next touch
+   * faults the page back in through the pager. Pages already absent are skipped (their entry
+   * in the result is zero-length).
+   */
+  evictPages(pages: readonly number[], mark: number): { pages: number[]; data: Uint8Array } {
+    const mem = this.memory;
+    const taken = pages.filter((p) => Number.isInteger(p) && p >= 0 && p < mem.pageCount && mem.absent[p] === 0);
+    const data = new Uint8Array(taken.length * 4096);
+    taken.forEach((p, i) => {
+      data.set(mem.bytes.subarray(p * 4096, (p + 1) * 4096), i * 4096);
+      mem.absent[p] = mark;
+      mem.bytes.fill(0, p * 4096, (p + 1) * 4096);
+    });
+    this.vcpu.exports.tlbFlush();
+    return { pages: taken, data };
+  }
+
   /** With the machine paused: lets devices finish in-flight I/O and stop writing RAM on
    * their own (see VirtioDevice.quiesce), so RAM and save() describe one instant. */
   async quiesce(): Promise<void> {
@@ -307,6 +350,20 @@ export class Machine {
             await this.sleepUntilInterrupt();
             lastYield = performance.now();
             continue;
+          case ExitReason.PageMissing: {
+            const page = Number(this.vcpu.exports.getMissingPage());
+            if (!this.pager) {
+              this.finish({ kind: 'memory-lost', reason: `guest page ${page} is absent and the machine has no pager` });
+              break;
+            }
+            try {
+              await this.pager.fault(page);
+            } catch (e) {
+              this.finish({ kind: 'memory-lost', reason: e instanceof Error ? e.message : String(e) });
+            }
+            lastYield = performance.now();
+            continue;
+          }
           case ExitReason.Fatal:
             this.finish({ kind: 'fatal', cause: BigInt.asUintN(64, this.vcpu.exports.getFatalCause()), pc: this.vcpu.pc });
             break;

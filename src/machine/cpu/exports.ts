@@ -6,6 +6,7 @@ export interface CpuExports {
   layoutTlb(): number;
   layoutDirtyLog(): number;
   layoutAccessLog(): number;
+  layoutAbsentMap(): number;
   layoutRamHost(): number;
   layoutRamBase(): bigint;
   init(ramBytes: bigint, hartId: bigint, sbiInMachine: number): void;
@@ -17,6 +18,7 @@ export interface CpuExports {
   setPriv(p: number): void;
   getInstret(): bigint;
   getFatalCause(): bigint;
+  getMissingPage(): bigint;
   getCsr(csr: number): bigint;
   setCsr(csr: number, v: bigint): void;
   getMtimecmp(): bigint;
@@ -47,6 +49,8 @@ export enum ExitReason {
   Sbi = 2,
   Request = 3,
   Fatal = 4,
+  /** The slice touched a page that is not in RAM (getMissingPage); fetch it and run again. */
+  PageMissing = 5,
 }
 
 export interface CpuHostImports {

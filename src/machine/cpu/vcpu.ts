@@ -67,6 +67,7 @@ export class Vcpu {
       ramSize: opts.ramBytes,
       dirtyLogOffset: e.layoutDirtyLog(),
       accessLogOffset: e.layoutAccessLog(),
+      absentMapOffset: e.layoutAbsentMap(),
     };
     this.x = new BigUint64Array(this.memory.buffer, e.layoutXRegs(), 32);
     this.f = new BigUint64Array(this.memory.buffer, e.layoutFRegs(), 32);

@@ -2,8 +2,13 @@
 // dirty log inside the interpreter's TLB slow path; every other writer (device DMA, SBI,
 // loaders, migration restore) goes through this class, which marks the same per-page log.
 // So there is exactly one dirty log and one place, per side, that feeds it.
+//
+// Pages may be absent (a post-copy destination before they arrive, pages on the VM's swap
+// device). The interpreter exits on them; every access through this class first asks the
+// fault handler to bring them in, synchronously (a device touching guest memory cannot wait
+// asynchronously in the middle of a descriptor chain).
 
-import { GuestMemoryError } from './errors.js';
+import { GuestMemoryError, GuestMemoryLostError } from './errors.js';
 
 export const PAGE_SIZE = 4096;
 export const PAGE_SHIFT = 12;
@@ -15,7 +20,12 @@ export interface MemoryLayout {
   readonly ramSize: number;
   readonly dirtyLogOffset: number;
   readonly accessLogOffset: number;
+  readonly absentMapOffset: number;
 }
+
+/** Brings absent pages first..last into RAM before the access goes on, or throws
+ * GuestMemoryLostError. */
+export type AbsentPageHandler = (firstPage: number, lastPage: number) => void;
 
 export class GuestMemory {
   readonly ramBase: bigint;
@@ -27,7 +37,11 @@ export class GuestMemory {
   readonly dirtyLog: Uint8Array;
   /** One byte per guest page: 1 = read, written or executed since last clear. */
   readonly accessLog: Uint8Array;
+  /** One byte per guest page: 0 = in RAM, else absent (the value names where it is, see
+   * src/vm/paging). Written by the thread that owns paging, read by the vCPU on TLB refill. */
+  readonly absent: Uint8Array;
   private readonly view: DataView;
+  private absentHandler: AbsentPageHandler | undefined;
 
   constructor(readonly buffer: ArrayBufferLike, layout: MemoryLayout) {
     this.ramBase = layout.ramBase;
@@ -37,6 +51,12 @@ export class GuestMemory {
     this.view = new DataView(buffer, layout.ramHostOffset, layout.ramSize);
     this.dirtyLog = new Uint8Array(buffer, layout.dirtyLogOffset, this.pageCount);
     this.accessLog = new Uint8Array(buffer, layout.accessLogOffset, this.pageCount);
+    this.absent = new Uint8Array(buffer, layout.absentMapOffset, this.pageCount);
+  }
+
+  /** Who brings absent pages in for accesses through this view (the VM's worker). */
+  onAbsent(handler: AbsentPageHandler | undefined): void {
+    this.absentHandler = handler;
   }
 
   /** Offset into `bytes` of a guest-physical range, or throws if it leaves RAM. */
@@ -45,7 +65,21 @@ export class GuestMemory {
     if (!Number.isInteger(off) || off < 0 || length < 0 || off + length > this.ramSize) {
       throw new GuestMemoryError(`guest range 0x${BigInt(gpa).toString(16)}+${length} is outside RAM`);
     }
+    if (length > 0) this.ensurePresent(off >>> PAGE_SHIFT, (off + length - 1) >>> PAGE_SHIFT);
     return off;
+  }
+
+  /** Whether every page of first..last is in RAM. */
+  present(firstPage: number, lastPage: number): boolean {
+    for (let p = firstPage; p <= lastPage; p++) if (this.absent[p] !== 0) return false;
+    return true;
+  }
+
+  private ensurePresent(first: number, last: number): void {
+    if (this.present(first, last)) return;
+    if (!this.absentHandler) throw new GuestMemoryLostError(`guest pages ${first}..${last} are not in RAM and nothing can fetch them`);
+    this.absentHandler(first, last);
+    if (!this.present(first, last)) throw new GuestMemoryLostError(`guest pages ${first}..${last} are still absent after a fetch`);
   }
 
   contains(gpa: bigint | number, length: number): boolean {

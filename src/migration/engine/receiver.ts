@@ -13,15 +13,21 @@ import { MigrationError, abortCodeFor, failureCode } from '../errors.js';
 import type { TokenIssuer } from '../protocol/auth.js';
 import type { PageCompression } from '../protocol/codec.js';
 import {
-  AbortCode, PAGE_SIZE, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, negotiateVersion, type ConfigMessage, type ProtocolMessage,
+  AbortCode, PAGE_SIZE, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, negotiateVersion, type AbsentMessage, type ConfigMessage, type ProtocolMessage,
 } from '../protocol/messages.js';
+import { ABSENT_PEER, ABSENT_SWAP, type PagedMemory } from '../../vm/paging/marks.js';
+import type { FaultStats, PageSupplier } from '../../vm/paging/page-server.js';
+import { PeerPages } from '../postcopy/peer-pages.js';
 
 /** The reserved VM, as the receiver drives it (src/vm/vm.ts Vm provides it). */
 export interface MigrationTarget {
   readonly name: string;
-  memory(): Promise<{ readonly bytes: Uint8Array; readonly pageCount: number }>;
+  memory(): Promise<PagedMemory>;
   loadMigratedState(state: MachineState): Promise<void>;
   activate(): Promise<void>;
+  /** Post-copy: where the VM's faults on pages still at the source go. */
+  attachPeerPages(supplier: PageSupplier | undefined): void;
+  faultStats(): FaultStats;
 }
 
 /** What the receiver needs from its daemon. */
@@ -36,6 +42,9 @@ export interface IncomingHost {
   adopt(target: MigrationTarget): void;
   /** Committed, never activated, source gone: kept paused for an operator to resolve. */
   inDoubt(target: MigrationTarget, reason: string): void;
+  /** Post-copy lost its source: the adopted VM lacks pages that existed only there. Stop it
+   * and mark it failed with `reason`. */
+  lost(target: MigrationTarget, reason: string): Promise<void>;
 }
 
 export interface ReceiverTimeouts {
@@ -65,6 +74,11 @@ export class MigrationReceiver {
   private pagesReceived = 0;
   private pagesInRound = 0;
   private cancelReason: string | undefined;
+  /** Absent frames of the switch, applied to the absent map before the state loads. */
+  private readonly absent: AbsentMessage[] = [];
+  private swapAllowed = false;
+  private peerPages: PeerPages | undefined;
+  private adopted: MigrationTarget | undefined;
   readonly peer: string;
 
   constructor(socket: Socket, private readonly host: IncomingHost, opts: ReceiverOptions = {}) {
@@ -112,6 +126,7 @@ export class MigrationReceiver {
     const config = await ch.expect(['Config'], this.timeouts.handshakeMs, 'the VM configuration');
     this.vmName = config.name;
     this.ramBytes = config.ramBytes;
+    this.swapAllowed = typeof config.config['swap'] === 'string';
     this.tracker.move({ kind: 'reservation' });
     const target = await this.host.reserve(config, this.peer);
     this.target = target;
@@ -133,6 +148,11 @@ export class MigrationReceiver {
         state = m.state as unknown as MachineState;
         continue;
       }
+      if (m.type === 'Absent') {
+        if (m.origin === 'swap' && !this.swapAllowed) throw new MigrationError('MIGRATION_PROTOCOL', 'pages announced on a swap device, but the VM has none');
+        this.absent.push(m);
+        continue;
+      }
       this.onStreamMessage(m, mem.bytes);
       if (m.type === 'RoundEnd') {
         await ch.send({ type: 'RoundAck', round: m.round, pagesReceived: this.pagesInRound });
@@ -141,6 +161,11 @@ export class MigrationReceiver {
     }
 
     this.tracker.move({ kind: 'commitment' });
+    const postcopy = this.applyAbsent(mem);
+    if (postcopy) {
+      this.peerPages = new PeerPages(mem, (pages) => ch.send({ type: 'PageRequest', pages }));
+      target.attachPeerPages(this.peerPages);
+    }
     try {
       await target.loadMigratedState(state);
     } catch (e) {
@@ -160,8 +185,48 @@ export class MigrationReceiver {
     }
     this.host.adopt(target);
     this.target = undefined;
-    // Best effort: the VM runs here whether or not the source hears it.
-    await ch.send({ type: 'Done' }).catch(() => undefined);
+    if (!this.peerPages) {
+      // Best effort: the VM runs here whether or not the source hears it.
+      await ch.send({ type: 'Done' }).catch(() => undefined);
+      return;
+    }
+    this.adopted = target;
+    await ch.send({ type: 'Done' });
+    this.tracker.move({ kind: 'postcopy' });
+    await this.receivePostcopy(ch, this.peerPages, target);
+    target.attachPeerPages(undefined);
+  }
+
+  /** Marks the announced pages absent; returns whether any are to come from the source. */
+  private applyAbsent(mem: PagedMemory): boolean {
+    let peer = false;
+    for (const m of this.absent) {
+      const mark = m.origin === 'peer' ? ABSENT_PEER : ABSENT_SWAP;
+      for (const run of m.runs) {
+        if (run.first + run.count > mem.pageCount) throw new MigrationError('MIGRATION_PROTOCOL', `absent run ${run.first}+${run.count} leaves RAM`);
+        mem.absent.fill(mark, run.first, run.first + run.count);
+        if (mark === ABSENT_PEER) peer = true;
+      }
+    }
+    return peer;
+  }
+
+  /** The VM runs; pages arrive pushed or requested until the source says all went. */
+  private async receivePostcopy(ch: MigrationChannel, peer: PeerPages, target: MigrationTarget): Promise<void> {
+    for (;;) {
+      const m = await ch.next(this.timeouts.idleMs, 'post-copy pages');
+      if (m.type === 'Pages') {
+        this.pagesReceived += m.pages.length;
+        peer.deliver(m);
+        continue;
+      }
+      if (m.type !== 'PostcopyEnd') throw new MigrationError('MIGRATION_PROTOCOL', `unexpected ${m.type} during post-copy`);
+      const missing = peer.missing();
+      if (missing > 0) throw new MigrationError('MIGRATION_PROTOCOL', `PostcopyEnd with ${missing} pages never sent`);
+      const f = target.faultStats();
+      await ch.send({ type: 'PostcopyComplete', pagesReceived: peer.received, faults: f.faults, stallUsTotal: f.stallUsTotal, stallUsMax: f.stallUsMax, duplicates: peer.duplicates });
+      return;
+    }
   }
 
   private async authenticate(ch: MigrationChannel): Promise<void> {
@@ -216,6 +281,15 @@ export class MigrationReceiver {
     const stage = this.tracker.stage.kind;
     const target = this.target;
     this.target = undefined;
+    if (this.adopted && this.peerPages) {
+      // The VM ran here and its missing pages existed only on the source: it cannot go on.
+      const lost = this.peerPages.missing();
+      this.peerPages.fail(error);
+      const reason = `post-copy source lost: ${error.message}; ${lost} guest pages existed only on the source`;
+      await this.host.lost(this.adopted, reason).catch(() => undefined);
+      this.tracker.move({ kind: 'failed', error: reason, code: 'MIGRATION_POSTCOPY_SOURCE_LOST' });
+      return;
+    }
     if (stage === 'committed' && target) {
       // The source may have taken Committed as the handover: it will not resume its copy, and
       // we must not run ours unasked. Keep it for an operator (activate or discard).

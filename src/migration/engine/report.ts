@@ -41,6 +41,38 @@ export interface MigrationReport {
   readonly pages: { readonly sent: number; readonly zero: number; readonly skipped: number };
   /** Page data bytes before and after compression. */
   readonly pageBytes: { readonly raw: number; readonly wire: number };
+  /** precopy | postcopy | hybrid | agile (source side). */
+  readonly mode?: string;
+  /** When the switch left pages behind: the push and what the destination measured. */
+  readonly postcopy?: PostcopyReport;
+  /** When the VM had pages on its swap device. */
+  readonly agile?: AgileReport;
+}
+
+export interface PostcopyReport {
+  readonly pagesPushed: number;
+  /** Pages the destination asked for (a vCPU or device waited on them). */
+  readonly pagesRequested: number;
+  readonly requests: number;
+  readonly durationMs: number;
+  /** Faults that waited for the network, their summed and longest stall (microseconds). */
+  readonly faults: number;
+  readonly stallUsTotal: number;
+  readonly stallUsMax: number;
+  /** Pages that arrived twice: 0 by design. */
+  readonly duplicates: number;
+}
+
+export interface AgileReport {
+  /** Pages on the swap device at the switch: the destination faults them from there. */
+  readonly swappedPages: number;
+  /** Pages swapped out when the migration began. */
+  readonly evictedPages: number;
+  readonly workingSetPages: number | null;
+  readonly swapDevice: string | null;
+  /** Pages only the source held while post-copy ran (not on the destination, not on the swap
+   * device): what a source failure would lose. */
+  readonly pagesAtRisk: number;
 }
 
 /** How a side's stage reads in its report: the outcome and, for an unhappy end, its error. */

@@ -5,7 +5,10 @@
 // before; after it the source copy is never resumed.
 
 import { connect, type Socket } from 'node:net';
-import type { VmConfig, FrozenVm } from '../../vm/types.js';
+import type { VmConfig, FrozenVm, SwapOutSummary } from '../../vm/types.js';
+import { ABSENT_SWAP, markedRuns } from '../../vm/paging/marks.js';
+import { PostcopyPusher, type PushReport } from '../postcopy/pusher.js';
+import { modeNeeds, type MigrationMode } from './modes.js';
 import { MigrationChannel } from './channel.js';
 import { StageTracker, SENDER_TRANSITIONS, type SenderStage } from './stages.js';
 import { configMessage } from './wire-config.js';
@@ -13,23 +16,34 @@ import { ZeroPages } from '../../machine/memory/zero-pages.js';
 import { reportEnd, type MigrationProgress, type MigrationReport } from './report.js';
 import { MigrationError, abortCodeFor, failureCode } from '../errors.js';
 import { PrecopyPlanner, type RoundPlan } from '../precopy/rounds.js';
-import { Pacer, type RateConfig } from '../precopy/rate.js';
+import { DEFAULT_DYNAMIC_RATE, Pacer, type RateConfig } from '../precopy/rate.js';
 import { newNonce, sourceProof, verifyDestination, type MigrationToken } from '../protocol/auth.js';
 import type { PageCompression } from '../protocol/codec.js';
 import { DEFAULT_PAGE_COMPRESSION, packBatch } from '../compression/index.js';
 import {
-  AbortCode, Compression, MAX_BATCH_PAGES, PAGE_SIZE, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, negotiateVersion, type PagesMessage,
+  AbortCode, Compression, MAX_ABSENT_RUNS, MAX_BATCH_PAGES, PAGE_SIZE, POSTCOPY_VERSION, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+  negotiateVersion, type AbsentOrigin, type PagesMessage, type ProtocolMessage,
 } from '../protocol/messages.js';
 
 /** What the sender needs from the VM (src/vm/vm.ts Vm provides it). */
 export interface MigrationSource {
   readonly name: string;
   readonly config: VmConfig;
-  memory(): Promise<{ readonly bytes: Uint8Array; readonly dirtyLog: Uint8Array; readonly pageCount: number }>;
+  memory(): Promise<SourceMemory>;
   beginMigrationOut(to: string): Promise<void>;
+  /** Agile: evicts everything outside the working set to the swap device, durably. */
+  swapOutCold?(): Promise<SwapOutSummary>;
   harvestDirtyLog(): Promise<Uint8Array>;
   freeze(): Promise<FrozenVm>;
   endMigrationOut(outcome: { committed: true } | { committed: false; error: string; frozen: boolean }): Promise<void>;
+}
+
+/** Guest RAM as the sender reads it; `absent` marks pages not in RAM (on the swap device). */
+export interface SourceMemory {
+  readonly bytes: Uint8Array;
+  readonly dirtyLog: Uint8Array;
+  readonly absent: Uint8Array;
+  readonly pageCount: number;
 }
 
 export interface SenderTimeouts {
@@ -55,6 +69,8 @@ export interface SenderOptions {
   readonly host: string;
   readonly port: number;
   readonly token: MigrationToken;
+  /** precopy (default), postcopy, hybrid or agile (src/migration/engine/modes.ts). */
+  readonly mode?: MigrationMode;
   readonly rate?: RateConfig;
   readonly downtimeLimitMs?: number;
   readonly maxRounds?: number;
@@ -95,9 +111,21 @@ export class PrecopySender {
    * only then (the destination's RAM starts zeroed). */
   private destNonZero: Uint8Array | undefined;
   private readonly codec: PageCompression | null;
+  private readonly mode: MigrationMode;
+  private version = 0;
+  private pusher: PostcopyPusher | undefined;
+  private push: PushReport | undefined;
+  private postcopyStats: { faults: number; stallUsTotal: number; stallUsMax: number; duplicates: number } | undefined;
+  /** Pages that exist only here while post-copy runs (not on the destination or the swap device). */
+  private pagesAtRisk = 0;
+  private swapOut: SwapOutSummary | undefined;
+  private swappedAtSwitch = 0;
+  /** Page requests that arrived before the push began (the VM faults as soon as it runs). */
+  private readonly earlyRequests: number[][] = [];
 
   constructor(private readonly opts: SenderOptions) {
     this.codec = opts.compression === undefined ? DEFAULT_PAGE_COMPRESSION : opts.compression;
+    this.mode = opts.mode ?? 'precopy';
     this.timeouts = { ...DEFAULT_SENDER_TIMEOUTS, ...opts.timeouts };
     this.tracker = new StageTracker(SENDER_TRANSITIONS, { kind: 'pre-migration' }, (s) => {
       opts.onStage?.(s);
@@ -115,7 +143,7 @@ export class PrecopySender {
       round: this.round,
       bytes: this.channel ? this.channel.bytesOut + this.channel.bytesIn : 0,
       pagesSent: this.counts.sent,
-      pagesRemaining: this.pagesRemaining,
+      pagesRemaining: this.pusher ? this.pusher.pagesRemaining : this.pagesRemaining,
       elapsedMs: Math.round(this.tracker.elapsedMs),
     };
   }
@@ -146,6 +174,7 @@ export class PrecopySender {
 
   private async migrate(): Promise<void> {
     const { source } = this.opts;
+    const needs = modeNeeds(this.mode);
     const ch = await this.connect();
     await this.authenticate(ch);
     this.checkCancelled();
@@ -153,6 +182,18 @@ export class PrecopySender {
     await source.beginMigrationOut(this.peer);
     this.migratingOut = true;
     const mem = await source.memory();
+    if (needs.swap) {
+      if (!source.swapOutCold) throw new MigrationError('MIGRATION_UNSUPPORTED', 'this VM cannot swap out: Agile migration needs a swap device');
+      try {
+        this.swapOut = await source.swapOutCold();
+      } catch (e) {
+        throw new MigrationError('MIGRATION_UNSUPPORTED', e instanceof Error ? e.message : String(e), { cause: e });
+      }
+    }
+    const swapped = () => mem.absent.some((a) => a === ABSENT_SWAP);
+    if ((needs.postcopy || swapped()) && this.version < POSTCOPY_VERSION) {
+      throw new MigrationError('MIGRATION_UNSUPPORTED', `${needs.postcopy ? `${this.mode} migration` : 'a VM with pages on its swap device'} needs protocol version ${POSTCOPY_VERSION}; the destination speaks ${this.version}`);
+    }
     this.tracker.move({ kind: 'reservation' });
     await ch.send(configMessage(source.config));
     await ch.expect(['Reserved'], this.timeouts.reserveMs, 'reservation');
@@ -161,39 +202,62 @@ export class PrecopySender {
       pageCount: mem.pageCount,
       ...(this.opts.rate ? { rate: this.opts.rate } : {}),
       ...(this.opts.downtimeLimitMs !== undefined ? { downtimeLimitMs: this.opts.downtimeLimitMs } : {}),
-      ...(this.opts.maxRounds !== undefined ? { maxRounds: this.opts.maxRounds } : {}),
+      ...(this.opts.maxRounds !== undefined ? { maxRounds: this.opts.maxRounds } : needs.roundBudget !== undefined ? { maxRounds: needs.roundBudget } : {}),
       ...(this.opts.minPages !== undefined ? { minPages: this.opts.minPages } : {}),
       ...(this.opts.maxSentFactor !== undefined ? { maxSentFactor: this.opts.maxSentFactor } : {}),
     });
     this.planner = planner;
     this.destNonZero = new Uint8Array(mem.pageCount);
     const zeroPages = new ZeroPages(mem.bytes);
+    const inRamNonZero = (p: number): boolean => mem.absent[p] === 0 && !zeroPages.isZero(p);
 
     // Everything written from here on shows up in the log, so round 1 may read RAM live.
     await source.harvestDirtyLog();
-    let plan = planner.beginFirstRound((p) => !zeroPages.isZero(p));
-    let lastLog: Uint8Array;
-    for (;;) {
-      this.tracker.move({ kind: 'precopy', round: plan.round });
-      const t0 = performance.now();
-      const bytes = await this.sendRound(ch, plan, mem, zeroPages);
-      await this.endRound(ch, plan.round);
-      lastLog = await source.harvestDirtyLog();
-      const decision = planner.endRound({ durationMs: performance.now() - t0, dirtyLog: lastLog, bytesSent: bytes });
-      if (decision.stop) break;
-      this.checkCancelled();
-      plan = planner.beginRound(lastLog);
+    let lastLog: Uint8Array | undefined;
+    let converged = false;
+    // Pure post-copy: find the non-zero pages while the VM still runs, so the pause only adds
+    // what was written since (the dirty log); scanning all of RAM for zeros takes longer than
+    // the rest of the switch.
+    const prescan = needs.precopyRounds ? undefined : await this.scanNonZero(mem.pageCount, inRamNonZero);
+    if (needs.precopyRounds) {
+      let plan = planner.beginFirstRound(inRamNonZero);
+      for (;;) {
+        this.tracker.move({ kind: 'precopy', round: plan.round });
+        const t0 = performance.now();
+        const bytes = await this.sendRound(ch, plan, mem, zeroPages);
+        await this.endRound(ch, plan.round);
+        lastLog = await source.harvestDirtyLog();
+        const decision = planner.endRound({ durationMs: performance.now() - t0, dirtyLog: lastLog, bytesSent: bytes });
+        if (decision.stop) {
+          converged = decision.rule === 'downtime' || decision.rule === 'min-pages';
+          break;
+        }
+        this.checkCancelled();
+        plan = planner.beginRound(lastLog);
+      }
     }
+    // Post-copy when asked, or for hybrid and Agile when the rounds did not converge.
+    const postcopy = needs.postcopy === 'always' || (needs.postcopy === 'unless-converged' && !converged);
 
-    // Stop-and-copy.
+    // Stop-and-copy: the VM pauses here.
     this.checkCancelled();
     this.pausedAt = performance.now();
     const frozen = await source.freeze();
     this.frozen = true;
-    plan = planner.beginRound(lastLog, frozen.dirtyLog);
+    const plan = lastLog ? planner.beginRound(lastLog, frozen.dirtyLog) : planner.beginFirstRound((p) => prescan![p] !== 0 || frozen.dirtyLog[p] !== 0);
     this.tracker.move({ kind: 'stop-and-copy', round: plan.round });
     const t0 = performance.now();
-    const bytes = await this.sendRound(ch, plan, mem, zeroPages);
+    let bytes: number;
+    let peerPages: Uint32Array | undefined;
+    if (postcopy) {
+      const r = await this.sendAbsentRound(ch, plan.round, plan.pages, mem, zeroPages);
+      bytes = r.bytes;
+      peerPages = r.peerPages;
+    } else {
+      bytes = await this.sendRound(ch, plan, mem, zeroPages);
+    }
+    bytes += await this.sendAbsent(ch, 'swap', markedRuns(mem.absent, ABSENT_SWAP));
+    this.swappedAtSwitch = mem.absent.reduce((n, a) => n + (a === ABSENT_SWAP ? 1 : 0), 0);
     await ch.send({ type: 'RoundEnd', round: plan.round, pagesSent: this.roundCounts.sent, pagesZeroed: this.roundCounts.zeroed });
     await ch.send({ type: 'DeviceState', state: frozen.state as unknown as Record<string, unknown> });
     await ch.send({ type: 'CommitRequest', finalRound: plan.round });
@@ -207,9 +271,80 @@ export class PrecopySender {
     await ch.send({ type: 'Activate' });
     await this.awaitMessage(ch, 'Done', this.timeouts.activateMs, 'activation');
     this.downtimeMs = round1(performance.now() - this.pausedAt);
+
+    if (peerPages && peerPages.length > 0) {
+      this.tracker.move({ kind: 'postcopy' });
+      // Paced below the link (the pre-copy cap) so requested pages do not queue behind pushed ones.
+      const r = this.opts.rate ?? DEFAULT_DYNAMIC_RATE;
+      const rate = r.mode === 'fixed' ? r.rate : r.cap;
+      const pusher = new PostcopyPusher(ch, mem.bytes, peerPages, plan.round + 1, this.codec, rate, (pages, wire, raw) => {
+        this.counts.sent += pages;
+        this.counts.wire += wire;
+        this.counts.raw += raw;
+        this.emitProgress(false);
+      });
+      this.pusher = pusher;
+      for (const pages of this.earlyRequests.splice(0)) pusher.request(pages);
+      this.push = await pusher.run();
+      const done = await this.awaitMessage(ch, 'PostcopyComplete', this.timeouts.stallMs, 'the end of post-copy');
+      this.postcopyStats = { faults: done.faults, stallUsTotal: done.stallUsTotal, stallUsMax: done.stallUsMax, duplicates: done.duplicates };
+    }
     this.migratingOut = false;
     // The destination runs the VM: a failure to tidy up our copy does not undo that.
     await source.endMigrationOut({ committed: true }).catch(() => undefined);
+  }
+
+  /**
+   * The switch of a post-copy: pages of the final set that are zero go as ZeroRuns (when the
+   * destination may hold them non-zero); the rest are announced absent, to be pushed or
+   * requested once the VM runs there.
+   */
+  private async sendAbsentRound(ch: MigrationChannel, round: number, pages: Uint32Array, mem: SourceMemory, zeroPages: ZeroPages): Promise<{ bytes: number; peerPages: Uint32Array }> {
+    const destNonZero = this.destNonZero!;
+    this.round = round;
+    this.roundCounts.sent = 0;
+    this.roundCounts.zeroed = 0;
+    const peer: number[] = [];
+    const zeros: { first: number; count: number }[] = [];
+    for (const p of pages) {
+      if (mem.absent[p] !== 0) continue;
+      if (zeroPages.isZero(p)) {
+        this.counts.zero++;
+        if (destNonZero[p] === 0) continue;
+        destNonZero[p] = 0;
+        const last = zeros[zeros.length - 1];
+        if (last && last.first + last.count === p) last.count++;
+        else zeros.push({ first: p, count: 1 });
+        continue;
+      }
+      peer.push(p);
+    }
+    let bytes = 0;
+    for (const z of zeros) {
+      bytes += await this.put(ch, ch.encoder.encode({ type: 'ZeroRun', round, firstPage: z.first, count: z.count }), Number.POSITIVE_INFINITY);
+      this.roundCounts.zeroed += z.count;
+    }
+    const peerPages = Uint32Array.from(peer);
+    bytes += await this.sendAbsent(ch, 'peer', runsOf(peerPages));
+    this.pagesAtRisk = peerPages.length;
+    return { bytes, peerPages };
+  }
+
+  private async scanNonZero(pageCount: number, nonZero: (p: number) => boolean): Promise<Uint8Array> {
+    const marks = new Uint8Array(pageCount);
+    for (let p = 0; p < pageCount; p++) {
+      if (nonZero(p)) marks[p] = 1;
+      if (p % YIELD_EVERY_PAGES === YIELD_EVERY_PAGES - 1) { await yieldNow(); this.checkCancelled(); }
+    }
+    return marks;
+  }
+
+  private async sendAbsent(ch: MigrationChannel, origin: AbsentOrigin, runs: { first: number; count: number }[]): Promise<number> {
+    let bytes = 0;
+    for (let i = 0; i < runs.length; i += MAX_ABSENT_RUNS) {
+      bytes += await this.put(ch, ch.encoder.encode({ type: 'Absent', origin, runs: runs.slice(i, i + MAX_ABSENT_RUNS) }), Number.POSITIVE_INFINITY);
+    }
+    return bytes;
   }
 
   private async connect(): Promise<MigrationChannel> {
@@ -232,6 +367,7 @@ export class PrecopySender {
     await ch.send({ type: 'Hello', versions: ours, tokenId: token.id, sourceNonce });
     const challenge = await ch.expect(['Challenge'], this.timeouts.handshakeMs, 'handshake');
     const version = negotiateVersion(ours, challenge.versions);
+    this.version = version;
     if (version !== challenge.version) {
       throw new MigrationError('MIGRATION_PROTOCOL', `the destination chose version ${challenge.version}, the common one is ${version}`);
     }
@@ -242,7 +378,7 @@ export class PrecopySender {
   }
 
   /** Sends one round's pages; returns the bytes it put on the wire. */
-  private async sendRound(ch: MigrationChannel, plan: RoundPlan, mem: { bytes: Uint8Array; dirtyLog: Uint8Array }, zeroPages: ZeroPages): Promise<number> {
+  private async sendRound(ch: MigrationChannel, plan: RoundPlan, mem: SourceMemory, zeroPages: ZeroPages): Promise<number> {
     const planner = this.planner!;
     const destNonZero = this.destNonZero!;
     const batch = Buffer.allocUnsafe(MAX_BATCH_PAGES * PAGE_SIZE);
@@ -278,6 +414,8 @@ export class PrecopySender {
     for (let i = 0; i < plan.pages.length; i++) {
       const page = plan.pages[i]!;
       this.pagesRemaining = plan.pages.length - i;
+      // On the swap device: the destination reads it from there (Absent, origin swap).
+      if (mem.absent[page] !== 0) continue;
       if (!plan.final && planner.shouldSkip(page, mem.dirtyLog)) continue;
       if (zeroPages.isZero(page)) {
         this.counts.zero++;
@@ -323,11 +461,13 @@ export class PrecopySender {
     }
   }
 
-  /** Waits for `type`, passing over RoundAcks still on their way. */
-  private async awaitMessage(ch: MigrationChannel, type: 'Committed' | 'Done', timeoutMs: number, what: string): Promise<void> {
+  /** Waits for `type`, passing over RoundAcks still on their way and keeping page requests of
+   * a destination that already runs the VM for the push. */
+  private async awaitMessage<K extends 'Committed' | 'Done' | 'PostcopyComplete'>(ch: MigrationChannel, type: K, timeoutMs: number, what: string): Promise<Extract<ProtocolMessage, { type: K }>> {
     for (;;) {
-      const m = await ch.expect([type, 'RoundAck'], timeoutMs, what);
-      if (m.type === type) return;
+      const m: ProtocolMessage = await ch.expect([type, 'RoundAck', 'PageRequest'], timeoutMs, what);
+      if (m.type === 'PageRequest') this.earlyRequests.push([...m.pages]);
+      else if (m.type === type) return m as Extract<ProtocolMessage, { type: K }>;
     }
   }
 
@@ -341,6 +481,15 @@ export class PrecopySender {
     const error = e instanceof Error ? e : new Error(String(e));
     const codeText = failureCode(error);
     const ch = this.channel;
+    if (this.tracker.stage.kind === 'postcopy') {
+      // The guest ran at the destination: our copy is stale and must never run. Its memory was
+      // split between the hosts, so the VM is lost unless the destination got every page.
+      const message = `post-copy ended early: ${error.message}; the destination had ${this.pusher?.pagesRemaining ?? 0} pages still to receive; the source copy is stale and is discarded`;
+      this.migratingOut = false;
+      await this.opts.source.endMigrationOut({ committed: true }).catch(() => undefined);
+      this.tracker.move({ kind: 'failed', error: message, code: 'MIGRATION_POSTCOPY_DESTINATION_LOST' });
+      return;
+    }
     // After the commit point only the destination's word that the guest never ran there
     // lets this copy run again; anything else leaves it paused until someone knows.
     if (this.committed && !(error instanceof MigrationError && error.peerCode === AbortCode.ActivationFailed)) {
@@ -388,8 +537,41 @@ export class PrecopySender {
       compression: this.codec ? codecName(this.codec.id) : 'none',
       pages: { sent: this.counts.sent, zero: this.counts.zero, skipped: planned?.totals.pagesSkipped ?? 0 },
       pageBytes: { raw: this.counts.raw, wire: this.counts.wire },
+      mode: this.mode,
+      ...(this.push || this.pagesAtRisk > 0 ? {
+        postcopy: {
+          pagesPushed: this.push?.pagesPushed ?? 0,
+          pagesRequested: this.push?.pagesRequested ?? 0,
+          requests: this.push?.requests ?? 0,
+          durationMs: this.push?.durationMs ?? 0,
+          faults: this.postcopyStats?.faults ?? 0,
+          stallUsTotal: this.postcopyStats?.stallUsTotal ?? 0,
+          stallUsMax: this.postcopyStats?.stallUsMax ?? 0,
+          duplicates: this.postcopyStats?.duplicates ?? 0,
+        },
+      } : {}),
+      ...(this.swapOut || this.swappedAtSwitch > 0 ? {
+        agile: {
+          swappedPages: this.swappedAtSwitch,
+          evictedPages: this.swapOut?.evictedPages ?? 0,
+          workingSetPages: this.swapOut?.workingSetPages ?? null,
+          swapDevice: this.swapOut?.swapDevice ?? null,
+          pagesAtRisk: this.pagesAtRisk,
+        },
+      } : {}),
     };
   }
+}
+
+/** Ascending runs of an ascending page list. */
+function runsOf(pages: Uint32Array): { first: number; count: number }[] {
+  const runs: { first: number; count: number }[] = [];
+  for (const p of pages) {
+    const last = runs[runs.length - 1];
+    if (last && last.first + last.count === p) last.count++;
+    else runs.push({ first: p, count: 1 });
+  }
+  return runs;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -18,6 +18,9 @@ export type SenderStage =
   | { readonly kind: 'commitment' }
   /** The destination holds the VM; we told it to run and wait for Done. */
   | { readonly kind: 'activation' }
+  /** The VM runs at the destination; we push the pages it lacks and answer its requests. The
+   * VM's memory is split between the hosts until this ends. */
+  | { readonly kind: 'postcopy' }
   | { readonly kind: 'completed' }
   /** Ended before the commit point: the VM runs (or is paused, as before) here. */
   | { readonly kind: 'failed'; readonly error: string; readonly code: string }
@@ -33,6 +36,8 @@ export type ReceiverStage =
   /** Committed sent: waiting for Activate. Never runs the VM on its own. */
   | { readonly kind: 'committed' }
   | { readonly kind: 'activation' }
+  /** The VM runs here with absent pages that arrive from the source. */
+  | { readonly kind: 'postcopy' }
   | { readonly kind: 'completed' }
   | { readonly kind: 'failed'; readonly error: string; readonly code: string }
   | { readonly kind: 'in-doubt'; readonly error: string; readonly code: string };
@@ -42,11 +47,12 @@ type Table<S extends { kind: string }> = { readonly [K in Kind<S>]: readonly Kin
 
 export const SENDER_TRANSITIONS: Table<SenderStage> = {
   'pre-migration': ['reservation', 'failed'],
-  'reservation': ['precopy', 'failed'],
+  'reservation': ['precopy', 'stop-and-copy', 'failed'],
   'precopy': ['precopy', 'stop-and-copy', 'failed'],
   'stop-and-copy': ['commitment', 'failed'],
   'commitment': ['activation', 'failed'],
-  'activation': ['completed', 'in-doubt', 'failed'],
+  'activation': ['completed', 'postcopy', 'in-doubt', 'failed'],
+  'postcopy': ['completed', 'failed'],
   'completed': [],
   'failed': [],
   'in-doubt': ['completed', 'failed'],
@@ -58,7 +64,8 @@ export const RECEIVER_TRANSITIONS: Table<ReceiverStage> = {
   'receiving': ['receiving', 'commitment', 'failed'],
   'commitment': ['committed', 'failed'],
   'committed': ['activation', 'failed', 'in-doubt'],
-  'activation': ['completed', 'failed'],
+  'activation': ['completed', 'postcopy', 'failed'],
+  'postcopy': ['completed', 'failed'],
   'completed': [],
   'failed': [],
   'in-doubt': ['completed', 'failed'],

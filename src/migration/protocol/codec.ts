@@ -7,6 +7,7 @@ import {
   Compression,
   FRAME_HEADER_BYTES,
   HELLO_MAGIC,
+  MAX_ABSENT_RUNS,
   MAX_BATCH_PAGES,
   MAX_DEVICES,
   MAX_FRAME_PAYLOAD,
@@ -17,7 +18,10 @@ import {
   PAGE_SIZE,
   PROOF_BYTES,
   TOKEN_ID_BYTES,
+  type AbsentMessage,
+  type AbsentOrigin,
   type MessageTypeName,
+  type PageRequestMessage,
   type PagesMessage,
   type ProtocolMessage,
 } from './messages.js';
@@ -52,6 +56,15 @@ const NAMES = new Map<number, MessageTypeName>(
 
 const PAGES_FIXED = 12; // round u32, compression u8, reserved u8×3, count u32
 const PAGES_MAX_PAYLOAD = PAGES_FIXED + MAX_BATCH_PAGES * (4 + PAGE_SIZE);
+const ABSENT_FIXED = 8; // origin u8, reserved u8×3, run count u32
+const ABSENT_MAX_PAYLOAD = ABSENT_FIXED + MAX_ABSENT_RUNS * 8;
+const PAGE_REQUEST_MAX_PAYLOAD = 4 + MAX_BATCH_PAGES * 4;
+/** Absent origins on the wire; any other byte is BAD_FIELD. */
+const ORIGIN_CODE: Record<AbsentOrigin, number> = { peer: 1, swap: 2 };
+const ORIGIN_NAME = new Map<number, AbsentOrigin>([
+  [1, 'peer'],
+  [2, 'swap'],
+]);
 
 /** Types whose payload has one exact size: checked from the header, before any payload arrives. */
 const FIXED_SIZE: Partial<Record<MessageTypeName, number>> = {
@@ -62,6 +75,8 @@ const FIXED_SIZE: Partial<Record<MessageTypeName, number>> = {
   ZeroRun: 12,
   RoundEnd: 12,
   RoundAck: 8,
+  PostcopyEnd: 4,
+  PostcopyComplete: 28,
   CommitRequest: 4,
   Committed: 0,
   Activate: 0,
@@ -138,6 +153,11 @@ function uint(v: number, bits: 16 | 32, what: string): number {
   if (!Number.isInteger(v) || v < 0 || v >= 2 ** bits) fail('BAD_FIELD', `${what} ${v} is not a u${bits}`);
   return v;
 }
+/** A u64 field as a JS number: exact only up to 2^53, so that is the bound on both ends. */
+function u53(v: number, what: string): number {
+  if (!Number.isSafeInteger(v) || v < 0) fail('BAD_FIELD', `${what} ${v} is not an integer in 0..2^53`);
+  return v;
+}
 function fixed(b: Buffer, n: number, what: string): Buffer {
   if (!Buffer.isBuffer(b) || b.length !== n) fail('BAD_FIELD', `${what} must be ${n} bytes`);
   return b;
@@ -188,6 +208,39 @@ function encodePages(w: Writer, m: PagesMessage, compressions: Map<number, PageC
   w.bytes(packed);
   // The decoder refuses such a frame from its header; only a batch that grew when compressed gets here.
   if (w.length > PAGES_MAX_PAYLOAD) fail('FRAME_TOO_LARGE', `Pages payload is ${w.length} bytes, a batch is at most ${PAGES_MAX_PAYLOAD}: send it uncompressed`);
+}
+
+function encodeAbsent(w: Writer, m: AbsentMessage): void {
+  const origin = Object.hasOwn(ORIGIN_CODE, m.origin) ? ORIGIN_CODE[m.origin] : fail('BAD_FIELD', `absent origin ${String(m.origin)} is not peer or swap`);
+  const n = m.runs.length;
+  if (n < 1 || n > MAX_ABSENT_RUNS) fail('BAD_FIELD', `an Absent frame holds 1..${MAX_ABSENT_RUNS} runs, not ${n}`);
+  w.u8(origin);
+  w.u8(0);
+  w.u16(0);
+  w.u32(n);
+  let end = 0;
+  for (const run of m.runs) {
+    uint(run.first, 32, 'run first page');
+    uint(run.count, 32, 'run count');
+    if (run.count < 1 || run.first + run.count > 2 ** 32) fail('BAD_FIELD', 'an absent run covers 1 or more pages below 2^32');
+    if (run.first < end) fail('BAD_FIELD', 'absent runs must be ascending and must not overlap');
+    end = run.first + run.count;
+    w.u32(run.first);
+    w.u32(run.count);
+  }
+}
+
+function encodePageRequest(w: Writer, m: PageRequestMessage): void {
+  const n = m.pages.length;
+  if (n < 1 || n > MAX_BATCH_PAGES) fail('BAD_FIELD', `a page request names 1..${MAX_BATCH_PAGES} pages, not ${n}`);
+  w.u32(n);
+  const seen = new Set<number>();
+  for (const p of m.pages) {
+    uint(p, 32, 'page number');
+    if (seen.has(p)) fail('BAD_FIELD', `page ${p} is requested twice`);
+    seen.add(p);
+    w.u32(p);
+  }
 }
 
 export class FrameEncoder {
@@ -255,6 +308,22 @@ export class FrameEncoder {
       case 'RoundAck':
         w.u32(uint(m.round, 32, 'round'));
         w.u32(uint(m.pagesReceived, 32, 'pages received'));
+        break;
+      case 'Absent':
+        encodeAbsent(w, m);
+        break;
+      case 'PageRequest':
+        encodePageRequest(w, m);
+        break;
+      case 'PostcopyEnd':
+        w.u32(uint(m.pagesPushed, 32, 'pages pushed'));
+        break;
+      case 'PostcopyComplete':
+        w.u32(uint(m.pagesReceived, 32, 'pages received'));
+        w.u32(uint(m.faults, 32, 'faults'));
+        w.u64(u53(m.stallUsTotal, 'total stall µs'));
+        w.u64(u53(m.stallUsMax, 'longest stall µs'));
+        w.u32(uint(m.duplicates, 32, 'duplicates'));
         break;
       case 'DeviceState':
         w.bytes(jsonObject(m.state, 'device state'));
@@ -475,6 +544,8 @@ export class FrameDecoder {
     if (size !== undefined && length < size) fail('TRUNCATED', `${name} payload is ${length} bytes, it must be ${size}`);
     if (size !== undefined && length > size) fail('TRAILING_BYTES', `${name} payload is ${length} bytes, it must be ${size}`);
     if (name === 'Pages' && length > PAGES_MAX_PAYLOAD) fail('FRAME_TOO_LARGE', `Pages frame announces ${length} bytes, a batch is at most ${PAGES_MAX_PAYLOAD}`);
+    if (name === 'Absent' && length > ABSENT_MAX_PAYLOAD) fail('FRAME_TOO_LARGE', `Absent frame announces ${length} bytes, ${MAX_ABSENT_RUNS} runs take at most ${ABSENT_MAX_PAYLOAD}`);
+    if (name === 'PageRequest' && length > PAGE_REQUEST_MAX_PAYLOAD) fail('FRAME_TOO_LARGE', `PageRequest frame announces ${length} bytes, ${MAX_BATCH_PAGES} pages take at most ${PAGE_REQUEST_MAX_PAYLOAD}`);
     this.type = name;
     this.payloadLength = length;
   }
@@ -580,6 +651,57 @@ export class FrameDecoder {
       case 'RoundAck':
         m = { type, round: r.u32(), pagesReceived: r.u32() };
         break;
+      case 'Absent': {
+        const code = r.u8();
+        const origin = ORIGIN_NAME.get(code) ?? fail('BAD_FIELD', `Absent origin ${code} is not 1 (peer) or 2 (swap)`);
+        if (r.u8() !== 0 || r.u16() !== 0) fail('BAD_RESERVED', 'Absent reserved bytes are not zero');
+        const count = r.u32();
+        if (count < 1 || count > MAX_ABSENT_RUNS) fail('BAD_FIELD', `Absent frame of ${count} runs, it must hold 1..${MAX_ABSENT_RUNS}`);
+        if (count * 8 > r.remaining) fail('TRUNCATED', 'Absent payload ends inside the runs');
+        const runs: { first: number; count: number }[] = new Array<{ first: number; count: number }>(count);
+        let end = 0;
+        for (let i = 0; i < count; i++) {
+          const first = r.u32();
+          const n = r.u32();
+          if (n < 1 || first + n > 2 ** 32) fail('BAD_FIELD', `Absent run of ${n} pages from ${first} is empty or passes 2^32`);
+          if (first < end) fail('BAD_FIELD', `Absent run from page ${first} is not after the previous run's end ${end}`);
+          end = first + n;
+          runs[i] = { first, count: n };
+        }
+        const last = runs[count - 1]!;
+        this.checkPage(last.first, last.count, 'Absent run');
+        m = { type, origin, runs };
+        break;
+      }
+      case 'PageRequest': {
+        const count = r.u32();
+        if (count < 1 || count > MAX_BATCH_PAGES) fail('BAD_FIELD', `PageRequest of ${count} pages, it must name 1..${MAX_BATCH_PAGES}`);
+        if (count * 4 > r.remaining) fail('TRUNCATED', 'PageRequest payload ends inside the page numbers');
+        const pages: number[] = new Array<number>(count);
+        const seen = new Set<number>();
+        let top = 0;
+        for (let i = 0; i < count; i++) {
+          const p = r.u32();
+          if (seen.has(p)) fail('BAD_FIELD', `PageRequest names page ${p} twice`);
+          seen.add(p);
+          pages[i] = p;
+          if (p > top) top = p;
+        }
+        this.checkPage(top, 1, 'PageRequest');
+        m = { type, pages };
+        break;
+      }
+      case 'PostcopyEnd':
+        m = { type, pagesPushed: r.u32() };
+        break;
+      case 'PostcopyComplete': {
+        const pagesReceived = r.u32();
+        const faults = r.u32();
+        const stallUsTotal = r.u64();
+        const stallUsMax = r.u64();
+        m = { type, pagesReceived, faults, stallUsTotal, stallUsMax, duplicates: r.u32() };
+        break;
+      }
       case 'DeviceState':
         m = { type, state: r.json(r.remaining, 'device state') };
         break;

@@ -5,7 +5,10 @@ import { MigrationProtocolError } from './errors.js';
 
 /** Versions this build speaks. Both ends announce a range so a newer daemon can still talk down. */
 export const PROTOCOL_VERSION_MIN = 1;
-export const PROTOCOL_VERSION_MAX = 1;
+/** Version 2 adds post-copy: Absent, PageRequest, PostcopyEnd, PostcopyComplete. */
+export const PROTOCOL_VERSION_MAX = 2;
+/** The first version with post-copy messages. */
+export const POSTCOPY_VERSION = 2;
 
 export const PAGE_SIZE = 4096;
 /** Bounds one Pages frame to ~1 MiB of page data: big enough to amortise framing, small
@@ -34,6 +37,10 @@ export const MessageType = {
   ZeroRun: 0x21,
   RoundEnd: 0x22,
   RoundAck: 0x23,
+  Absent: 0x24,
+  PageRequest: 0x25,
+  PostcopyEnd: 0x26,
+  PostcopyComplete: 0x27,
   DeviceState: 0x30,
   CommitRequest: 0x31,
   Committed: 0x32,
@@ -138,6 +145,42 @@ export interface RoundAckMessage {
   readonly round: number;
   readonly pagesReceived: number;
 }
+/** Where an absent page's content is: the source pushes or serves it (post-copy), or it is on
+ * the VM's swap device on shared storage (Agile). Wire values 1 and 2. */
+export type AbsentOrigin = 'peer' | 'swap';
+export const MAX_ABSENT_RUNS = 65536;
+/** source → destination (v2), after the last round and before DeviceState: these pages are not
+ * in the destination's RAM; it runs with them absent and faults them in from `origin`. */
+export interface AbsentMessage {
+  readonly type: 'Absent';
+  readonly origin: AbsentOrigin;
+  /** Ascending, non-overlapping, non-empty runs; 1..MAX_ABSENT_RUNS per frame. */
+  readonly runs: readonly { readonly first: number; readonly count: number }[];
+}
+/** destination → source (v2), during post-copy: pages a vCPU or device is stalled on. They jump
+ * the push queue. 1..MAX_BATCH_PAGES distinct pages, any order. */
+export interface PageRequestMessage {
+  readonly type: 'PageRequest';
+  readonly pages: readonly number[];
+}
+/** source → destination (v2): every absent page of origin `peer` has been sent. */
+export interface PostcopyEndMessage {
+  readonly type: 'PostcopyEnd';
+  readonly pagesPushed: number;
+}
+/** destination → source (v2): every page is in; the source may drop its copy. Carries what the
+ * destination measured so the source's report shows it. */
+export interface PostcopyCompleteMessage {
+  readonly type: 'PostcopyComplete';
+  readonly pagesReceived: number;
+  /** Faults that had to wait for the network (vCPU and device). */
+  readonly faults: number;
+  /** Stall time summed over faults and the longest single stall, in microseconds. */
+  readonly stallUsTotal: number;
+  readonly stallUsMax: number;
+  /** Pages that arrived when already present (a page sent twice): should be 0. */
+  readonly duplicates: number;
+}
 export interface DeviceStateMessage {
   readonly type: 'DeviceState';
   /** A MachineState (src/machine/boot/machine.ts); the codec checks only that it is a JSON
@@ -178,6 +221,10 @@ export type ProtocolMessage =
   | ZeroRunMessage
   | RoundEndMessage
   | RoundAckMessage
+  | AbsentMessage
+  | PageRequestMessage
+  | PostcopyEndMessage
+  | PostcopyCompleteMessage
   | DeviceStateMessage
   | CommitRequestMessage
   | CommittedMessage

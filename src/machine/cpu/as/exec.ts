@@ -68,6 +68,8 @@ export function run(budget: i32): i32 {
       if (S.breakChunk) break;
     }
     done += i;
+    // The instruction that found its page missing runs again once the page is in.
+    if (S.exitReason == S.EXIT_PAGE_MISSING) done--;
     if (S.exitReason != EXIT_BUDGET) break;
   }
   S.instret += <u64>done;

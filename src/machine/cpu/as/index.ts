@@ -2,7 +2,7 @@
 // and returns plain numbers (i64 as BigInt on the JS side), so the host needs no bindings.
 
 import * as S from './state';
-import { XREGS, FREGS, TLB_BASE, DIRTY_LOG, ACCESS_LOG, RAM_HOST, RAM_BASE } from './layout';
+import { XREGS, FREGS, TLB_BASE, DIRTY_LOG, ACCESS_LOG, ABSENT_MAP, RAM_HOST, RAM_BASE } from './layout';
 import { flushTlbAll, flushTlbWrites, setRamSize } from './mmu';
 import { buildRvcTable } from './rvc';
 import { csrRead, csrWrite } from './csr';
@@ -21,6 +21,7 @@ export function layoutFRegs(): u32 { return <u32>FREGS; }
 export function layoutTlb(): u32 { return <u32>TLB_BASE; }
 export function layoutDirtyLog(): u32 { return <u32>DIRTY_LOG; }
 export function layoutAccessLog(): u32 { return <u32>ACCESS_LOG; }
+export function layoutAbsentMap(): u32 { return <u32>ABSENT_MAP; }
 export function layoutRamHost(): u32 { return <u32>RAM_HOST; }
 export function layoutRamBase(): u64 { return RAM_BASE; }
 
@@ -71,6 +72,7 @@ export function getPriv(): u32 { return S.priv; }
 export function setPriv(p: u32): void { S.priv = p; S.updateContexts(); S.fetchVpn = 0xffff_ffff_ffff_ffff; }
 export function getInstret(): u64 { return S.instret; }
 export function getFatalCause(): u64 { return S.fatalCause; }
+export function getMissingPage(): u64 { return S.missingPage; }
 export function getCsr(csr: u32): u64 { return csrRead(csr); }
 export function setCsr(csr: u32, v: u64): void { csrWrite(csr, v); }
 export function getMtimecmp(): u64 { return S.mtimecmp; }

@@ -7,6 +7,7 @@
 //   0x0020_0000  dirty log: one byte per guest page (1 = written since last clear)
 //   0x0030_0000  access log: one byte per guest page (1 = touched since last clear)
 //   0x0040_0000  RVC expansion table: u32 per 16-bit parcel (256 KiB)
+//   0x0050_0000  absent map: one byte per guest page (0 = in RAM; else the host must fetch it)
 //   0x0100_0000  guest RAM, guest-physical RAM_BASE onwards
 // Byte-per-page logs (not bits) let the vCPU and device threads mark pages with plain
 // stores: no read-modify-write race on a shared word.
@@ -23,6 +24,7 @@ export const TLB_CONTEXTS: u32 = 4;
 export const DIRTY_LOG: usize = 0x20_0000;
 export const ACCESS_LOG: usize = 0x30_0000;
 export const RVC_TABLE: usize = 0x40_0000;
+export const ABSENT_MAP: usize = 0x50_0000;
 export const RAM_HOST: usize = 0x100_0000;
 export const RAM_BASE: u64 = 0x8000_0000;
 export const PAGE_SHIFT: u32 = 12;

@@ -8,7 +8,7 @@ import * as S from './state';
 import { PRV_M, PRV_U, MSTATUS_SUM, MSTATUS_MXR, TLB_READ, TLB_WRITE, TLB_EXEC,
   CAUSE_LOAD_PAGE_FAULT, CAUSE_STORE_PAGE_FAULT, CAUSE_FETCH_PAGE_FAULT,
   CAUSE_LOAD_ACCESS, CAUSE_STORE_ACCESS, CAUSE_FETCH_ACCESS, CAUSE_MISALIGNED_LOAD, CAUSE_MISALIGNED_STORE } from './state';
-import { TLB_BASE, TLB_MASK, TLB_BYTES, TLB_CTX_BYTES, TLB_CONTEXTS, DIRTY_LOG, ACCESS_LOG, RAM_HOST, RAM_BASE } from './layout';
+import { TLB_BASE, TLB_MASK, TLB_BYTES, TLB_CTX_BYTES, TLB_CONTEXTS, DIRTY_LOG, ACCESS_LOG, ABSENT_MAP, RAM_HOST, RAM_BASE } from './layout';
 import { raise } from './trap';
 
 @external("env", "mmioRead") declare function mmioRead(pa: u32, size: u32): f64;
@@ -44,6 +44,19 @@ export function setRamSize(bytes: u64): void { ramEnd = RAM_BASE + bytes; }
 }
 @inline function markAccessed(pa: u64): void {
   store<u8>(ACCESS_LOG + <usize>((pa - RAM_BASE) >> 12), 1);
+}
+
+// A page that is not in RAM never gets a TLB entry, so only the refill paths below look at the
+// absent map. Touching one abandons the instruction before any side effect, as a page fault
+// would, and ends the slice; the host fetches the page and runs the instruction again.
+@inline function absent(pa: u64): bool {
+  return load<u8>(ABSENT_MAP + <usize>((pa - RAM_BASE) >> 12)) != 0;
+}
+function pageMissing(pa: u64): void {
+  S.missingPage = (pa - RAM_BASE) >> 12;
+  S.trapped = true;
+  S.exitReason = S.EXIT_PAGE_MISSING;
+  S.breakChunk = true;
 }
 
 // ---- TLB maintenance -------------------------------------------------------------------
@@ -102,6 +115,7 @@ export function translate(va: u64, acc: u32, p: u32): u64 {
   for (let level: i32 = 2; level >= 0; level--) {
     const pteAddr = table + (((va >> (12 + 9 * <u64>level)) & 0x1ff) << 3);
     if (!inRam(pteAddr, 8)) { accessFault(acc, va); return 0; }
+    if (absent(pteAddr)) { pageMissing(pteAddr); return 0; }
     const host = hostOf(pteAddr);
     let pte = load<u64>(host);
     if ((pte & PTE_V) == 0 || ((pte & PTE_R) == 0 && (pte & PTE_W) != 0) || (pte >> 54) != 0) {
@@ -203,6 +217,7 @@ function loadSlow(va: u64, size: u32): u64 {
   const pa = translate(va, ACC_READ, S.dataPriv());
   if (S.trapped) return 0;
   if (inRam(pa, size)) {
+    if (absent(pa)) { pageMissing(pa); return 0; }
     fill(S.dataTlb, TLB_READ, va, pa);
     markAccessed(pa);
     const h = hostOf(pa);
@@ -230,10 +245,12 @@ function mmioLoad(va: u64, pa: u64, size: u32): u64 {
 function storeSlow(va: u64, v: u64, size: u32): void {
   if ((va & 0xfff) + <u64>size > 0x1000) {
     // Check both pages first so a faulting second page leaves memory untouched.
-    translate(va, ACC_WRITE, S.dataPriv());
+    const pa0 = translate(va, ACC_WRITE, S.dataPriv());
     if (S.trapped) return;
-    translate((va + size - 1) & ~<u64>0xfff, ACC_WRITE, S.dataPriv());
+    if (inRam(pa0, 1) && absent(pa0)) { pageMissing(pa0); return; }
+    const pa1 = translate((va + size - 1) & ~<u64>0xfff, ACC_WRITE, S.dataPriv());
     if (S.trapped) return;
+    if (inRam(pa1, 1) && absent(pa1)) { pageMissing(pa1); return; }
     for (let i: u32 = 0; i < size; i++) {
       storeSlow(va + i, v >> (<u64>i << 3), 1);
       if (S.trapped) return;
@@ -243,6 +260,7 @@ function storeSlow(va: u64, v: u64, size: u32): void {
   const pa = translate(va, ACC_WRITE, S.dataPriv());
   if (S.trapped) return;
   if (inRam(pa, size)) {
+    if (absent(pa)) { pageMissing(pa); return; }
     markDirty(pa);
     if (lastWritable) fill(S.dataTlb, TLB_WRITE, va, pa);
     const h = hostOf(pa);
@@ -269,6 +287,7 @@ export function amoHost(va: u64, size: u32): usize {
   const pa = translate(va, ACC_WRITE, S.dataPriv());
   if (S.trapped) return 0;
   if (!inRam(pa, size)) { accessFault(ACC_WRITE, va); return 0; }
+  if (absent(pa)) { pageMissing(pa); return 0; }
   markDirty(pa);
   if (lastWritable) fill(S.dataTlb, TLB_WRITE, va, pa);
   return hostOf(pa);
@@ -280,6 +299,7 @@ export function lrHost(va: u64, size: u32): usize {
   const pa = translate(va, ACC_READ, S.dataPriv());
   if (S.trapped) return 0;
   if (!inRam(pa, size)) { accessFault(ACC_READ, va); return 0; }
+  if (absent(pa)) { pageMissing(pa); return 0; }
   markAccessed(pa);
   return hostOf(pa);
 }
@@ -294,6 +314,7 @@ export function refillFetch(pc: u64): bool {
     const pa = translate(pc, ACC_EXEC, S.priv);
     if (S.trapped) return false;
     if (!inRam(pa, 2)) { accessFault(ACC_EXEC, pc); return false; }
+    if (absent(pa)) { pageMissing(pa); return false; }
     fill(S.fetchTlb, TLB_EXEC, pc, pa);
     markAccessed(pa);
   }
@@ -308,6 +329,7 @@ export function fetchHighHalf(pc: u64): u32 {
   const pa = translate(va, ACC_EXEC, S.priv);
   if (S.trapped) return 0;
   if (!inRam(pa, 2)) { accessFault(ACC_EXEC, va); return 0; }
+  if (absent(pa)) { pageMissing(pa); return 0; }
   markAccessed(pa);
   return <u32>load<u16>(hostOf(pa));
 }

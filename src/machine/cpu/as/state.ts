@@ -59,6 +59,8 @@ export const EXIT_WFI: i32 = 1;
 export const EXIT_SBI: i32 = 2;
 export const EXIT_REQUEST: i32 = 3;
 export const EXIT_FATAL: i32 = 4;
+/** An access touched a page that is not in RAM (post-copy, swapped out): `missingPage`. */
+export const EXIT_PAGE_MISSING: i32 = 5;
 
 export let pc: u64 = 0;
 export let priv: u32 = PRV_M;
@@ -103,6 +105,8 @@ export let exitReason: i32 = EXIT_BUDGET;
 /** Set when an instruction raised an exception: pc already points at the handler. */
 export let trapped: bool = false;
 export let fatalCause: u64 = 0;
+/** Guest page index (from RAM base) that ended the slice with EXIT_PAGE_MISSING. */
+export let missingPage: u64 = 0;
 
 // TLB context pointers (see layout.ts). Data accesses use the context of the effective
 // privilege (MPRV) and SUM; fetches that of the current privilege.

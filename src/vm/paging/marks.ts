@@ -1,0 +1,46 @@
+// What a non-zero byte in the absent map says about where the page is. The vCPU only tests
+// for non-zero; the main thread's page server picks the supplier by value.
+
+
+/** In RAM. */
+export const PRESENT = 0;
+/** On the migration source: a post-copy destination requests or is pushed it. */
+export const ABSENT_PEER = 1;
+/** On the VM's swap device on shared storage (Agile). */
+export const ABSENT_SWAP = 2;
+
+export const PAGE_SIZE = 4096;
+
+/** The parts of guest memory paging touches (GuestMemory has them; so do test fakes). */
+export interface PagedMemory {
+  readonly bytes: Uint8Array;
+  readonly dirtyLog: Uint8Array;
+  readonly absent: Uint8Array;
+  readonly pageCount: number;
+}
+
+/** Puts one page's content into RAM and only then marks it present, so a vCPU that sees it
+ * present reads the new bytes. Marked dirty: a pre-copy in progress must send it again. */
+export function installPage(mem: PagedMemory, page: number, data: Uint8Array): void {
+  mem.bytes.set(data, page * PAGE_SIZE);
+  mem.dirtyLog[page] = 1;
+  Atomics.store(mem.absent, page, PRESENT);
+}
+
+export function countMarked(mem: PagedMemory, mark: number): number {
+  let n = 0;
+  for (let p = 0; p < mem.pageCount; p++) if (mem.absent[p] === mark) n++;
+  return n;
+}
+
+/** Ascending runs of pages carrying `mark`. */
+export function markedRuns(absent: Uint8Array, mark: number): { first: number; count: number }[] {
+  const runs: { first: number; count: number }[] = [];
+  for (let p = 0; p < absent.length; p++) {
+    if (absent[p] !== mark) continue;
+    const last = runs[runs.length - 1];
+    if (last && last.first + last.count === p) last.count++;
+    else runs.push({ first: p, count: 1 });
+  }
+  return runs;
+}

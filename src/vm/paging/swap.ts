@@ -1,0 +1,110 @@
+// The VM's swap device (Agile): a block device on shared storage, page N at offset N x 4096.
+// Evicted pages are kept in `pending` until their write is durable, so a fault in between is
+// served from there. I/O is serialised: a read that follows a write sees it, so a page
+// evicted, faulted in, rewritten and evicted again can never come back stale. Faults read
+// around the page (a cluster of neighbours still on the device), as Linux's swap readahead:
+// one round trip brings a run of cold pages back.
+
+import type { BlockBackend } from '../../storage/backend.js';
+import type { GuestMemory } from '../../machine/memory/guest-memory.js';
+import { GuestMemoryLostError } from '../../machine/memory/errors.js';
+import { ABSENT_SWAP, PAGE_SIZE, installPage } from './marks.js';
+import type { PageSupplier } from './page-server.js';
+
+/** Pages read per fault around the faulting page (256 KiB). */
+const CLUSTER_PAGES = 64;
+/** Largest single write of evicted pages. */
+const MAX_WRITE_PAGES = 256;
+
+export interface SwapStats {
+  pagesWritten: number;
+  pagesRead: number;
+  reads: number;
+}
+
+export class SwapStore implements PageSupplier {
+  private readonly pending = new Map<number, Uint8Array>();
+  private tail: Promise<unknown> = Promise.resolve();
+  readonly stats: SwapStats = { pagesWritten: 0, pagesRead: 0, reads: 0 };
+
+  constructor(private readonly device: BlockBackend, private readonly mem: GuestMemory, readonly identity: string) {
+    if (device.size < mem.ramSize) {
+      throw new GuestMemoryLostError(`swap device ${identity} holds ${device.size} bytes, the VM has ${mem.ramSize} of RAM`);
+    }
+  }
+
+  /** Pages evicted but not yet durable on the device: lost with this host. */
+  get pendingPages(): number { return this.pending.size; }
+
+  /** Takes evicted pages (ascending) and writes them; resolves once they are durable. */
+  store(pages: readonly number[], data: Uint8Array): Promise<void> {
+    const chunks = pages.map((p, i) => data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+    pages.forEach((p, i) => this.pending.set(p, chunks[i]!));
+    return this.serial(async () => {
+      for (const run of contiguous(pages, MAX_WRITE_PAGES)) {
+        await this.device.write(run.first * PAGE_SIZE, data.subarray(run.at * PAGE_SIZE, (run.at + run.count) * PAGE_SIZE));
+      }
+      await this.device.flush();
+      this.stats.pagesWritten += pages.length;
+      // Only if not evicted again meanwhile with newer content.
+      pages.forEach((p, i) => { if (this.pending.get(p) === chunks[i]) this.pending.delete(p); });
+    });
+  }
+
+  /** Waits for every write so far to be durable. */
+  async drain(): Promise<void> {
+    await this.serial(async () => undefined);
+  }
+
+  async fetch(pages: readonly number[]): Promise<void> {
+    const mem = this.mem;
+    const fromDevice: number[] = [];
+    for (const p of pages) {
+      const held = this.pending.get(p);
+      if (held && mem.absent[p] === ABSENT_SWAP) installPage(mem, p, held);
+      else if (mem.absent[p] === ABSENT_SWAP) fromDevice.push(p);
+    }
+    const clusters = new Set(fromDevice.map((p) => Math.floor(p / CLUSTER_PAGES)));
+    await this.serial(async () => {
+      for (const c of clusters) await this.readCluster(c);
+    });
+  }
+
+  private async readCluster(cluster: number): Promise<void> {
+    const mem = this.mem;
+    let first = cluster * CLUSTER_PAGES;
+    let end = Math.min(first + CLUSTER_PAGES, mem.pageCount);
+    while (first < end && mem.absent[first] !== ABSENT_SWAP) first++;
+    while (end > first && mem.absent[end - 1] !== ABSENT_SWAP) end--;
+    if (first === end) return;
+    const data = await this.device.read(first * PAGE_SIZE, (end - first) * PAGE_SIZE);
+    this.stats.reads++;
+    for (let p = first; p < end; p++) {
+      if (mem.absent[p] !== ABSENT_SWAP) continue;
+      // Evicted again while the read was queued: the newer copy is the pending one.
+      installPage(mem, p, this.pending.get(p) ?? data.subarray((p - first) * PAGE_SIZE, (p - first + 1) * PAGE_SIZE));
+      this.stats.pagesRead++;
+    }
+  }
+
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(op, op);
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  close(): Promise<void> {
+    return this.device.close();
+  }
+}
+
+/** Runs of consecutive pages, each with its index in `pages`. */
+function contiguous(pages: readonly number[], max: number): { first: number; count: number; at: number }[] {
+  const runs: { first: number; count: number; at: number }[] = [];
+  pages.forEach((p, at) => {
+    const last = runs[runs.length - 1];
+    if (last && last.first + last.count === p && last.count < max) last.count++;
+    else runs.push({ first: p, count: 1, at });
+  });
+  return runs;
+}
