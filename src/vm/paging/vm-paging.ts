@@ -7,13 +7,15 @@ import { NbdBackend } from '../../storage/nbd/client.js';
 import { DeviceSpecError, parseDiskSpec } from '../devices.js';
 import { PAGER_DONE, PAGER_FAILED } from '../worker-protocol.js';
 import { PageServer } from './page-server.js';
+import { ZeroPages } from '../../machine/memory/zero-pages.js';
 import { SwapStore } from './swap.js';
 import { AgileMemory, DEFAULT_AGILE_OPTIONS, type AgileOptions, type AgileWorkerPort } from './agile.js';
 import { ABSENT_SWAP, PAGE_SIZE, countMarked } from './marks.js';
 
 export interface VmMemoryStats {
   readonly totalBytes: number;
-  /** In host memory (not absent). */
+  /** In host memory and holding data: neither absent nor all zero (a zero page costs the host
+   * nothing until written, and a migration never sends it). */
   readonly residentBytes: number;
   /** On the swap device. */
   readonly swappedBytes: number;
@@ -78,11 +80,12 @@ export class VmPaging {
 
   stats(): VmMemoryStats {
     const swapped = countMarked(this.mem, ABSENT_SWAP);
-    let absent = 0;
-    for (let p = 0; p < this.mem.pageCount; p++) if (this.mem.absent[p] !== 0) absent++;
+    const zero = new ZeroPages(this.mem.bytes);
+    let resident = 0;
+    for (let p = 0; p < this.mem.pageCount; p++) if (this.mem.absent[p] === 0 && !zero.isZero(p)) resident++;
     return {
       totalBytes: this.mem.ramSize,
-      residentBytes: (this.mem.pageCount - absent) * PAGE_SIZE,
+      residentBytes: resident * PAGE_SIZE,
       swappedBytes: swapped * PAGE_SIZE,
       workingSetBytes: this.agile ? this.agile.tracker.workingSetPages() * PAGE_SIZE : null,
       pendingSwapBytes: (this.swap?.pendingPages ?? 0) * PAGE_SIZE,
