@@ -244,7 +244,7 @@ export class PrecopySender {
     this.pausedAt = performance.now();
     const frozen = await source.freeze();
     this.frozen = true;
-    const plan = lastLog ? planner.beginRound(lastLog, frozen.dirtyLog) : planner.beginFirstRound((p) => prescan![p] !== 0 || frozen.dirtyLog[p] !== 0);
+    const plan = lastLog ? planner.beginRound(lastLog, frozen.dirtyLog) : planner.beginOnlyRound((p) => prescan![p] !== 0 || frozen.dirtyLog[p] !== 0);
     this.tracker.move({ kind: 'stop-and-copy', round: plan.round });
     const t0 = performance.now();
     let bytes: number;

@@ -143,6 +143,14 @@ export class PrecopyPlanner {
     return this.open(Uint32Array.from(pages), false);
   }
 
+  /** Pure post-copy: the stop-and-copy round is the first and only one. */
+  beginOnlyRound(isNonZero: (page: number) => boolean): RoundPlan {
+    if (this.phase !== 'idle' || this.round !== 0) throw new Error('beginOnlyRound: already started');
+    const pages: number[] = [];
+    for (let p = 0; p < this.pageCount; p++) if (isNonZero(p)) pages.push(p);
+    return this.open(Uint32Array.from(pages), true);
+  }
+
   /**
    * Later rounds: the union of the given dirty logs (and pages skipped last round). After
    * `endRound` has said stop, this opens the stop-and-copy round; pass both the last

@@ -65,6 +65,8 @@ export class SwapStore implements PageSupplier {
       else if (mem.absent[p] === ABSENT_SWAP) fromDevice.push(p);
     }
     const clusters = new Set(fromDevice.map((p) => Math.floor(p / CLUSTER_PAGES)));
+    // All served from `pending`: no need to wait behind the writes.
+    if (clusters.size === 0) return;
     await this.serial(async () => {
       for (const c of clusters) await this.readCluster(c);
     });

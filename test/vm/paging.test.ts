@@ -1,0 +1,406 @@
+// Demand paging on the host side: the working-set estimate, the swap store (clustered reads,
+// writes that are served from memory until durable, no stale page after a re-eviction), the
+// page server that routes faults by absent mark, and the Agile policy that ties them together.
+// Guest memory is a plain object with the fields paging touches; no machine.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { GuestMemory } from '../../src/machine/memory/guest-memory.js';
+import { GuestMemoryLostError } from '../../src/machine/memory/errors.js';
+import { MemoryBlockBackend } from '../../src/storage/memory.js';
+import { WorkingSetTracker } from '../../src/vm/paging/working-set.js';
+import { SwapStore } from '../../src/vm/paging/swap.js';
+import { PageServer, type PageSupplier } from '../../src/vm/paging/page-server.js';
+import { ABSENT_PEER, ABSENT_SWAP, PAGE_SIZE, PRESENT, installPage, markedRuns, countMarked } from '../../src/vm/paging/marks.js';
+import { AgileMemory, type AgileWorkerPort } from '../../src/vm/paging/agile.js';
+
+const CLUSTER = 64;
+
+interface FakeMemory {
+  readonly bytes: Uint8Array;
+  readonly dirtyLog: Uint8Array;
+  readonly absent: Uint8Array;
+  readonly accessLog: Uint8Array;
+  readonly pageCount: number;
+  readonly ramSize: number;
+}
+
+function fakeMemory(pageCount: number): FakeMemory {
+  return {
+    bytes: new Uint8Array(pageCount * PAGE_SIZE),
+    dirtyLog: new Uint8Array(pageCount),
+    absent: new Uint8Array(pageCount),
+    accessLog: new Uint8Array(pageCount),
+    pageCount,
+    ramSize: pageCount * PAGE_SIZE,
+  };
+}
+
+const asGuest = (m: FakeMemory): GuestMemory => m as unknown as GuestMemory;
+
+/** Page content that tells page and version apart. */
+function pattern(page: number, version: number): Uint8Array {
+  const out = new Uint8Array(PAGE_SIZE);
+  let x = ((page + 1) * 2654435761 + version * 40503) >>> 0 || 1;
+  for (let i = 0; i < PAGE_SIZE; i++) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+const pageOf = (m: FakeMemory, p: number): Uint8Array => m.bytes.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0;
+const range = (first: number, end: number): number[] => Array.from({ length: end - first }, (_, i) => first + i);
+
+/** Fills pages with version-0 patterns; returns the expected image. */
+function fillAll(m: FakeMemory): Uint8Array {
+  for (let p = 0; p < m.pageCount; p++) m.bytes.set(pattern(p, 0), p * PAGE_SIZE);
+  return m.bytes.slice();
+}
+
+/** What the worker's evict does: copy, mark absent, zero. */
+function evict(m: FakeMemory, pages: readonly number[], mark = ABSENT_SWAP): Uint8Array {
+  const data = new Uint8Array(pages.length * PAGE_SIZE);
+  pages.forEach((p, i) => {
+    data.set(pageOf(m, p), i * PAGE_SIZE);
+    m.absent[p] = mark;
+    m.bytes.fill(0, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+  });
+  return data;
+}
+
+/** A memory block device whose reads and writes can be held at a gate. */
+class GatedBackend extends MemoryBlockBackend {
+  private readGate: Promise<void> | undefined;
+  private writeGate: Promise<void> | undefined;
+  private openRead: (() => void) | undefined;
+  private openWrite: (() => void) | undefined;
+  readonly log: string[] = [];
+
+  holdReads(): void { this.readGate = new Promise((r) => { this.openRead = r; }); }
+  releaseReads(): void { this.openRead?.(); this.readGate = undefined; }
+  holdWrites(): void { this.writeGate = new Promise((r) => { this.openWrite = r; }); }
+  releaseWrites(): void { this.openWrite?.(); this.writeGate = undefined; }
+
+  override async read(offset: number, length: number): Promise<Uint8Array> {
+    this.log.push(`read ${offset / PAGE_SIZE}+${length / PAGE_SIZE}`);
+    // The device's content at the time the read was issued.
+    const data = await super.read(offset, length);
+    if (this.readGate) await this.readGate;
+    return data;
+  }
+
+  override async write(offset: number, data: Uint8Array): Promise<void> {
+    this.log.push(`write ${offset / PAGE_SIZE}+${data.length / PAGE_SIZE}`);
+    if (this.writeGate) await this.writeGate;
+    return super.write(offset, data);
+  }
+}
+
+function tick(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+// --- WorkingSetTracker ---------------------------------------------------------------------
+
+test('working set: nothing is cold before the window has passed, then exactly the idle pages', () => {
+  const w = new WorkingSetTracker(8, 3);
+  const log = (...pages: number[]) => { const l = new Uint8Array(8); for (const p of pages) l[p] = 1; return l; };
+  assert.equal(w.observed, 0);
+  assert.equal(w.workingSetPages(), 8, 'before any epoch every page counts');
+  w.observe(log(0, 1));
+  w.observe(log(1));
+  assert.equal(w.observed, 2);
+  for (let p = 0; p < 8; p++) assert.equal(w.isCold(p), false, `page ${p} not cold within the first window`);
+  assert.equal(w.workingSetPages(), 8);
+  w.observe(log(2));
+  // Idle ages now: 0:2, 1:1, 2:0, others 3.
+  assert.deepEqual(range(0, 8).filter((p) => w.isCold(p)), [3, 4, 5, 6, 7]);
+  assert.equal(w.workingSetPages(), 3);
+  w.observe(log());
+  assert.deepEqual(range(0, 8).filter((p) => w.isCold(p)), [0, 3, 4, 5, 6, 7], 'page 0 idle for the whole window');
+  assert.equal(w.workingSetPages(), 2);
+  // A touch brings a cold page back at once.
+  w.observe(log(5));
+  assert.equal(w.isCold(5), false);
+  assert.equal(w.workingSetPages(), 2, 'pages 2 and 5 (page 1 is now idle 3 epochs)');
+  assert.equal(w.isCold(1), true);
+});
+
+test('working set: idle ages saturate instead of wrapping, and the window is validated', () => {
+  const w = new WorkingSetTracker(2, 0xfffe);
+  const none = new Uint8Array(2);
+  for (let i = 0; i < 0x10005; i++) w.observe(none);
+  assert.equal(w.isCold(0), true, 'still cold after more epochs than a u16 holds');
+  assert.equal(w.workingSetPages(), 0);
+  w.observe(Uint8Array.of(1, 0));
+  assert.equal(w.isCold(0), false);
+  assert.equal(w.isCold(1), true);
+  for (const bad of [0, -1, 1.5, 0xffff, Number.NaN]) assert.throws(() => new WorkingSetTracker(4, bad), RangeError, `window ${bad}`);
+});
+
+// --- SwapStore -----------------------------------------------------------------------------
+
+test('swap: a fault reads back the whole absent neighbourhood of its cluster, byte for byte', async () => {
+  const m = fakeMemory(256);
+  const image = fillAll(m);
+  const device = new GatedBackend(m.ramSize);
+  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  // Evict 60..140 except page 100, which stays resident (and differs from what the device holds
+  // at its offset: a read must never overwrite a resident page).
+  const evicted = range(60, 141).filter((p) => p !== 100);
+  await swap.store(evicted, evict(m, evicted));
+  assert.equal(swap.pendingPages, 0, 'durable: nothing pending');
+  assert.ok(device.flushes >= 1, 'the store flushed the device');
+  assert.equal(swap.stats.pagesWritten, evicted.length);
+  for (const p of evicted) assert.ok(same(device.data.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), pattern(p, 0)), `page ${p} on the device at offset ${p} x 4096`);
+  device.data.fill(0xee, 100 * PAGE_SIZE, 101 * PAGE_SIZE);
+  const resident100 = pattern(100, 7);
+  m.bytes.set(resident100, 100 * PAGE_SIZE);
+  m.dirtyLog.fill(0);
+
+  await swap.fetch([90]);
+  const cluster1 = range(CLUSTER, 2 * CLUSTER).filter((p) => p !== 100);
+  for (const p of cluster1) {
+    assert.equal(m.absent[p], PRESENT, `page ${p} present`);
+    assert.ok(same(pageOf(m, p), image.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE)), `page ${p} exact`);
+    assert.equal(m.dirtyLog[p], 1, `page ${p} marked dirty`);
+  }
+  assert.ok(same(pageOf(m, 100), resident100), 'the resident page was left alone');
+  assert.equal(m.dirtyLog[100], 0);
+  // The neighbouring clusters stay on the device.
+  for (const p of [...range(60, 64), ...range(128, 141)]) {
+    assert.equal(m.absent[p], ABSENT_SWAP, `page ${p} still absent`);
+    assert.ok(pageOf(m, p).every((b) => b === 0));
+  }
+  assert.deepEqual(swap.stats, { pagesWritten: evicted.length, pagesRead: cluster1.length, reads: 1 });
+  assert.deepEqual(device.log.filter((l) => l.startsWith('read')), ['read 64+64'], 'one read of the cluster');
+
+  // Two faults in two clusters: two reads, trimmed to the absent pages.
+  await swap.fetch([61, 139]);
+  assert.deepEqual(device.log.filter((l) => l.startsWith('read')).slice(1), ['read 60+4', 'read 128+13']);
+  assert.deepEqual(markedRuns(m.absent, ABSENT_SWAP), []);
+  const expected = image.slice();
+  expected.set(resident100, 100 * PAGE_SIZE);
+  assert.ok(same(m.bytes, expected), 'RAM is the image again');
+  assert.equal(swap.stats.pagesRead, evicted.length);
+  // A fetch of present pages reads nothing.
+  await swap.fetch([61, 90, 100]);
+  assert.equal(swap.stats.reads, 3);
+});
+
+test('swap: a fault while the eviction write is pending is served from memory', async () => {
+  const m = fakeMemory(128);
+  const image = fillAll(m);
+  const device = new GatedBackend(m.ramSize);
+  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  device.holdWrites();
+  const pages = range(10, 20);
+  let durable = false;
+  const stored = swap.store(pages, evict(m, pages)).then(() => { durable = true; });
+  assert.equal(swap.pendingPages, pages.length);
+  const fetched = swap.fetch([12, 13]);
+  // Installed at once, from the evicted copy (the device does not have it yet).
+  for (const p of [12, 13]) {
+    assert.equal(m.absent[p], PRESENT);
+    assert.ok(same(pageOf(m, p), image.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE)), `page ${p} exact`);
+    assert.equal(m.dirtyLog[p], 1);
+  }
+  assert.equal(m.absent[11], ABSENT_SWAP, 'only the pages asked for come from memory');
+  assert.ok(device.data.subarray(10 * PAGE_SIZE, 20 * PAGE_SIZE).every((b) => b === 0), 'nothing reached the device yet');
+  await tick();
+  assert.equal(durable, false);
+  device.releaseWrites();
+  await Promise.all([stored, fetched]);
+  assert.equal(swap.pendingPages, 0);
+  assert.equal(swap.stats.reads, 0, 'no device read was needed');
+  // The rest comes from the device now.
+  await swap.fetch([19]);
+  assert.deepEqual(markedRuns(m.absent, ABSENT_SWAP), []);
+  assert.ok(same(m.bytes, image));
+});
+
+test('swap: a page evicted again while an older read is queued never comes back stale', async () => {
+  const m = fakeMemory(128);
+  const image = fillAll(m);
+  const device = new GatedBackend(m.ramSize);
+  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  // Pages 9 and 11 go out; page 10 (same cluster) stays resident, version 0 also on the device.
+  await swap.store([9, 10, 11], m.bytes.slice(9 * PAGE_SIZE, 12 * PAGE_SIZE));
+  evict(m, [9, 11]);
+  device.holdReads();
+  const read = swap.fetch([11]); // queued read of 9..11, which will return version 0 of page 10
+  await tick();
+  assert.deepEqual(device.log.filter((l) => l.startsWith('read')), ['read 9+3']);
+  // Meanwhile the guest rewrites page 10 and it is evicted with the new content.
+  const v1 = pattern(10, 1);
+  m.bytes.set(v1, 10 * PAGE_SIZE);
+  const restored = swap.store([10], evict(m, [10]));
+  assert.equal(m.absent[10], ABSENT_SWAP);
+  device.releaseReads();
+  await read;
+  assert.equal(m.absent[10], PRESENT, 'the read brought page 10 in with its cluster');
+  assert.ok(same(pageOf(m, 10), v1), 'with the newer (pending) content, not the device\'s old copy');
+  for (const p of [9, 11]) assert.ok(same(pageOf(m, p), image.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE)), `page ${p} exact`);
+  await restored;
+  assert.equal(swap.pendingPages, 0);
+  assert.ok(same(device.data.subarray(10 * PAGE_SIZE, 11 * PAGE_SIZE), v1), 'the device has the newer copy too');
+  // Evicted once more and faulted from the device: still the newer copy.
+  await swap.store([10], evict(m, [10]));
+  await swap.fetch([10]);
+  assert.ok(same(pageOf(m, 10), v1));
+});
+
+test('swap: reads and writes are serialised in call order', async () => {
+  const m = fakeMemory(64);
+  fillAll(m);
+  const device = new GatedBackend(m.ramSize);
+  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  await swap.store([1], evict(m, [1]));
+  device.log.length = 0;
+  device.holdWrites();
+  const a = swap.store([5], evict(m, [5]));
+  const b = swap.fetch([1]);
+  await tick();
+  assert.deepEqual(device.log, ['write 5+1'], 'the fault read waits behind the write before it');
+  device.releaseWrites();
+  await Promise.all([a, b]);
+  assert.deepEqual(device.log, ['write 5+1', 'read 1+5']);
+  assert.equal(m.absent[1], PRESENT);
+  assert.equal(m.absent[5], PRESENT, 'page 5 was in the cluster read (its write was durable by then)');
+});
+
+test('swap: a device smaller than RAM is refused', () => {
+  const m = fakeMemory(16);
+  assert.throws(() => new SwapStore(new MemoryBlockBackend(15 * PAGE_SIZE), asGuest(m), 'mem://small'),
+    (e: unknown) => e instanceof GuestMemoryLostError && e.code === 'GUEST_MEMORY_LOST' && /mem:\/\/small/.test(e.message));
+});
+
+// --- PageServer ----------------------------------------------------------------------------
+
+/** A supplier that installs a known pattern for what it is asked, and records the asks. */
+class RecordingSupplier implements PageSupplier {
+  readonly asked: number[][] = [];
+  constructor(private readonly m: FakeMemory, private readonly version: number, private readonly delayMs = 0) {}
+  async fetch(pages: readonly number[]): Promise<void> {
+    this.asked.push([...pages]);
+    if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
+    for (const p of pages) installPage(this.m, p, pattern(p, this.version));
+  }
+}
+
+test('page server: routes each absent page to the supplier of its mark and counts the fault', async () => {
+  const m = fakeMemory(32);
+  const server = new PageServer(asGuest(m));
+  const peer = new RecordingSupplier(m, 1, 3);
+  const swap = new RecordingSupplier(m, 2);
+  server.attach(ABSENT_PEER, peer);
+  server.attach(ABSENT_SWAP, swap);
+  m.absent.fill(ABSENT_PEER, 4, 7);
+  m.absent[8] = ABSENT_SWAP;
+  m.absent[9] = ABSENT_SWAP;
+  m.absent[12] = ABSENT_PEER;
+
+  await server.resolve(3, 8); // pages 3..10
+  assert.deepEqual(peer.asked, [[4, 5, 6]]);
+  assert.deepEqual(swap.asked, [[8, 9]]);
+  for (const p of [4, 5, 6]) assert.ok(same(pageOf(m, p), pattern(p, 1)));
+  for (const p of [8, 9]) assert.ok(same(pageOf(m, p), pattern(p, 2)));
+  assert.equal(m.absent[12], ABSENT_PEER, 'outside the range: untouched');
+  assert.equal(server.stats.faults, 1);
+  assert.ok(server.stats.stallUsMax >= 1000, `the stall includes the slow supplier: ${server.stats.stallUsMax} us`);
+  assert.equal(server.stats.stallUsTotal, server.stats.stallUsMax);
+
+  // Everything present: no supplier asked, no fault counted.
+  await server.resolve(0, 11);
+  assert.equal(peer.asked.length + swap.asked.length, 2);
+  assert.equal(server.stats.faults, 1);
+
+  // A range running past the end of RAM is clipped.
+  m.absent[31] = ABSENT_SWAP;
+  await server.resolve(30, 100);
+  assert.deepEqual(swap.asked.at(-1), [31]);
+  assert.equal(server.stats.faults, 2);
+  assert.ok(server.stats.stallUsTotal >= server.stats.stallUsMax);
+
+  server.resetStats();
+  assert.deepEqual(server.stats, { faults: 0, stallUsTotal: 0, stallUsMax: 0 });
+});
+
+test('page server: an absent page nobody holds fails with GUEST_MEMORY_LOST', async () => {
+  const m = fakeMemory(16);
+  const server = new PageServer(asGuest(m));
+  const swap = new RecordingSupplier(m, 2);
+  server.attach(ABSENT_SWAP, swap);
+  m.absent[3] = ABSENT_PEER;
+  await assert.rejects(server.resolve(3, 1), (e: unknown) => e instanceof GuestMemoryLostError && e.code === 'GUEST_MEMORY_LOST' && /mark 1/.test(e.message));
+  assert.equal(server.stats.faults, 0, 'a failed fault is not counted as served');
+  assert.equal(m.absent[3], ABSENT_PEER);
+  // Detaching a supplier makes its pages unreachable too.
+  m.absent[5] = ABSENT_SWAP;
+  server.attach(ABSENT_SWAP, undefined);
+  await assert.rejects(server.resolve(5, 1), (e: unknown) => e instanceof GuestMemoryLostError);
+  assert.equal(swap.asked.length, 0);
+  // A supplier's own failure comes through as it is.
+  server.attach(ABSENT_SWAP, { fetch: () => Promise.reject(new GuestMemoryLostError('device gone')) });
+  await assert.rejects(server.resolve(5, 1), /device gone/);
+});
+
+// --- marks and AgileMemory -------------------------------------------------------------------
+
+test('marks: installPage writes the page, marks it dirty and present; counts and runs', () => {
+  const m = fakeMemory(16);
+  m.absent.fill(ABSENT_PEER, 2, 6);
+  m.absent[9] = ABSENT_SWAP;
+  assert.equal(countMarked(m, ABSENT_PEER), 4);
+  assert.deepEqual(markedRuns(m.absent, ABSENT_PEER), [{ first: 2, count: 4 }]);
+  installPage(m, 3, pattern(3, 4));
+  assert.ok(same(pageOf(m, 3), pattern(3, 4)));
+  assert.equal(m.absent[3], PRESENT);
+  assert.equal(m.dirtyLog[3], 1);
+  assert.deepEqual(markedRuns(m.absent, ABSENT_PEER), [{ first: 2, count: 1 }, { first: 4, count: 2 }]);
+  assert.deepEqual(markedRuns(m.absent, ABSENT_SWAP), [{ first: 9, count: 1 }]);
+});
+
+test('agile: cold, non-zero, resident pages go to the swap device and fault back exact', async () => {
+  const m = fakeMemory(128);
+  fillAll(m);
+  m.bytes.fill(0, 40 * PAGE_SIZE, 48 * PAGE_SIZE); // zero pages are never evicted
+  const image = m.bytes.slice();
+  const device = new MemoryBlockBackend(m.ramSize);
+  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  const hot = new Set(range(0, 16));
+  const evictCalls: number[][] = [];
+  const port: AgileWorkerPort = {
+    harvestAccess: async () => { const l = new Uint8Array(m.pageCount); for (const p of hot) l[p] = 1; return l; },
+    evict: async (pages, mark) => { evictCalls.push([...pages]); return { pages: [...pages], data: evict(m, pages, mark) }; },
+  };
+  const agile = new AgileMemory(asGuest(m), swap, port, { epochMs: 1000, coldEpochs: 2, maxEvictPerEpoch: 1000 });
+  assert.equal(await agile.evictCold(1000), 0, 'nothing is cold before the window has passed');
+  for (let i = 0; i < 2; i++) agile.tracker.observe(await port.harvestAccess());
+  m.absent[100] = ABSENT_PEER; // already absent: left alone
+  const n = await agile.evictCold(1000);
+  const want = range(16, 128).filter((p) => (p < 40 || p >= 48) && p !== 100);
+  assert.equal(n, want.length);
+  assert.deepEqual(evictCalls.flat(), want);
+  assert.deepEqual(range(0, 128).filter((p) => m.absent[p] === ABSENT_SWAP), want);
+  assert.equal(agile.tracker.workingSetPages(), 16);
+  // Limit respected.
+  m.absent.fill(PRESENT);
+  m.bytes.set(image);
+  evictCalls.length = 0;
+  assert.equal(await agile.evictCold(10), 10);
+  assert.equal(countMarked(m, ABSENT_SWAP), 10);
+  // Everything evicted comes back byte for byte.
+  m.absent.fill(PRESENT);
+  m.bytes.set(image);
+  await agile.evictCold(1000);
+  await swap.drain();
+  const out = range(0, 128).filter((p) => m.absent[p] === ABSENT_SWAP);
+  assert.deepEqual(out, [...want, 100].sort((a, b) => a - b));
+  assert.ok(m.bytes.subarray(16 * PAGE_SIZE).every((b) => b === 0), 'evicted pages are zeroed in RAM');
+  for (const p of out) await swap.fetch([p]);
+  assert.equal(countMarked(m, ABSENT_SWAP), 0);
+  assert.ok(same(m.bytes, image));
+});
