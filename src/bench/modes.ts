@@ -227,8 +227,9 @@ async function main(): Promise<void> {
     fast_precopy_stop_rule: fast['precopy']?.stop_rule ?? null,
     postcopy_converged_fast_writer: precopyCapped && ok(fast['postcopy']),
     hybrid_converged_fast_writer: precopyCapped && ok(fast['hybrid']),
-    fast_downtime_ms: Object.fromEntries(Object.entries(fast).map(([m, r]) => [m, r.downtime_ms])),
-    throughput_ratio: Object.fromEntries(Object.entries(workloads).filter(([n]) => n !== 'idle').map(([n, w]) => [n, Object.fromEntries(Object.entries(w).map(([m, r]) => [m, r.throughput_ratio]))])),
+    // Completed migrations only (a failed one's figures are in its row).
+    fast_downtime_ms: Object.fromEntries(Object.entries(fast).map(([m, r]) => [m, r.outcome === 'completed' ? r.downtime_ms : null])),
+    throughput_ratio: Object.fromEntries(Object.entries(workloads).filter(([n]) => n !== 'idle').map(([n, w]) => [n, Object.fromEntries(Object.entries(w).map(([m, r]) => [m, r.outcome === 'completed' ? r.throughput_ratio : null]))])),
   };
   if (!values.json) {
     for (const [n, w] of Object.entries(workloads)) {

@@ -11,7 +11,7 @@ export const MIN_MEMORY_MIB = 64;
 export const MAX_MEMORY_MIB = 3072;
 const BRIDGE_RE = /^[A-Za-z0-9_.-]{1,15}$/;
 const IP_RE = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})(?:,(\d{1,3}(?:\.\d{1,3}){3}))?$/;
-const KEYS = new Set(['name', 'memoryMiB', 'kernel', 'initramfs', 'cmdline', 'nets', 'disks', 'ip']);
+const KEYS = new Set(['name', 'memoryMiB', 'kernel', 'initramfs', 'cmdline', 'nets', 'disks', 'swap', 'ip']);
 
 export class ConfigError extends FerryError {
   constructor(message: string) { super('CONFIG_INVALID', message); }
@@ -78,6 +78,13 @@ export function validateConfig(input: unknown): VmConfig {
     return d;
   });
 
+  const swap = optionalString(input, 'swap');
+  if (swap !== undefined) {
+    let kind: string;
+    try { kind = parseDiskSpec(swap).kind; } catch (err) { throw asConfigError(err); }
+    if (kind !== 'nbd') throw new ConfigError(`swap '${swap}' must be nbd://HOST:PORT[/EXPORT]: both hosts of a migration must reach it`);
+  }
+
   const ip = optionalString(input, 'ip');
   if (ip !== undefined) {
     const m = IP_RE.exec(ip);
@@ -92,6 +99,7 @@ export function validateConfig(input: unknown): VmConfig {
     ...(kernel !== undefined ? { kernel } : {}),
     ...(initramfs !== undefined ? { initramfs } : {}),
     ...(cmdline !== undefined ? { cmdline } : {}),
+    ...(swap !== undefined ? { swap } : {}),
     ...(ip !== undefined ? { ip } : {}),
   };
 }

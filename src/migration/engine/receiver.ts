@@ -178,6 +178,10 @@ export class MigrationReceiver {
     await committed;
     await ch.expect(['Activate'], this.timeouts.activateMs, 'activation');
     this.tracker.move({ kind: 'activation' });
+    // Pages flow from Activate on: resuming may itself wait on absent pages (a NIC's
+    // announcement writes guest buffers), so they must be taken in while we activate.
+    const pages = this.peerPages ? this.receivePostcopy(ch, this.peerPages, target) : undefined;
+    pages?.catch(() => undefined);
     try {
       await target.activate();
     } catch (e) {
@@ -193,7 +197,7 @@ export class MigrationReceiver {
     this.adopted = target;
     await ch.send({ type: 'Done' });
     this.tracker.move({ kind: 'postcopy' });
-    await this.receivePostcopy(ch, this.peerPages, target);
+    await pages;
     target.attachPeerPages(undefined);
   }
 

@@ -269,29 +269,49 @@ export class PrecopySender {
     this.committed = true;
     this.tracker.move({ kind: 'activation' });
     await ch.send({ type: 'Activate' });
-    await this.awaitMessage(ch, 'Done', this.timeouts.activateMs, 'activation');
-    this.downtimeMs = round1(performance.now() - this.pausedAt);
-
-    if (peerPages && peerPages.length > 0) {
-      this.tracker.move({ kind: 'postcopy' });
-      // Paced below the link (the pre-copy cap) so requested pages do not queue behind pushed ones.
-      const r = this.opts.rate ?? DEFAULT_DYNAMIC_RATE;
-      const rate = r.mode === 'fixed' ? r.rate : r.cap;
-      const pusher = new PostcopyPusher(ch, mem.bytes, peerPages, plan.round + 1, this.codec, rate, (pages, wire, raw) => {
-        this.counts.sent += pages;
-        this.counts.wire += wire;
-        this.counts.raw += raw;
-        this.emitProgress(false);
-      });
-      this.pusher = pusher;
-      for (const pages of this.earlyRequests.splice(0)) pusher.request(pages);
-      this.push = await pusher.run();
-      const done = await this.awaitMessage(ch, 'PostcopyComplete', this.timeouts.stallMs, 'the end of post-copy');
-      this.postcopyStats = { faults: done.faults, stallUsTotal: done.stallUsTotal, stallUsMax: done.stallUsMax, duplicates: done.duplicates };
+    if (!peerPages || peerPages.length === 0) {
+      await this.awaitMessage(ch, 'Done', this.timeouts.activateMs, 'activation');
+      this.downtimeMs = round1(performance.now() - this.pausedAt);
+    } else {
+      await this.postcopy(ch, mem, peerPages, plan.round + 1);
     }
     this.migratingOut = false;
     // The destination runs the VM: a failure to tidy up our copy does not undo that.
     await source.endMigrationOut({ committed: true }).catch(() => undefined);
+  }
+
+  /**
+   * The post-copy phase. Pages flow from Activate on, not from Done: resuming the VM may itself
+   * touch absent pages (a NIC's announcement writes guest buffers), and the destination
+   * answers Activate only once it runs. Done, when it comes, ends the downtime.
+   */
+  private async postcopy(ch: MigrationChannel, mem: SourceMemory, peerPages: Uint32Array, round: number): Promise<void> {
+    // Paced below the link (the pre-copy cap) so requested pages do not queue behind pushed ones.
+    const r = this.opts.rate ?? DEFAULT_DYNAMIC_RATE;
+    const rate = r.mode === 'fixed' ? r.rate : r.cap;
+    let done = false;
+    const pusher = new PostcopyPusher(ch, mem.bytes, peerPages, round, this.codec, rate, (pages, wire, raw) => {
+      this.counts.sent += pages;
+      this.counts.wire += wire;
+      this.counts.raw += raw;
+      this.emitProgress(false);
+    }, (m) => {
+      if (m.type !== 'Done' || done) return false;
+      done = true;
+      this.downtimeMs = round1(performance.now() - this.pausedAt!);
+      this.tracker.move({ kind: 'postcopy' });
+      return true;
+    });
+    this.pusher = pusher;
+    for (const pages of this.earlyRequests.splice(0)) pusher.request(pages);
+    this.push = await pusher.run();
+    if (!done) {
+      await this.awaitMessage(ch, 'Done', this.timeouts.activateMs, 'activation');
+      this.downtimeMs = round1(performance.now() - this.pausedAt!);
+      this.tracker.move({ kind: 'postcopy' });
+    }
+    const complete = await this.awaitMessage(ch, 'PostcopyComplete', this.timeouts.stallMs, 'the end of post-copy');
+    this.postcopyStats = { faults: complete.faults, stallUsTotal: complete.stallUsTotal, stallUsMax: complete.stallUsMax, duplicates: complete.duplicates };
   }
 
   /**

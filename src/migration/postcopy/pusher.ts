@@ -7,7 +7,7 @@ import type { MigrationChannel } from '../engine/channel.js';
 import { MigrationError } from '../errors.js';
 import type { PageCompression } from '../protocol/codec.js';
 import { packBatch } from '../compression/index.js';
-import { MAX_BATCH_PAGES, PAGE_SIZE, type PagesMessage } from '../protocol/messages.js';
+import { MAX_BATCH_PAGES, PAGE_SIZE, type PagesMessage, type ProtocolMessage } from '../protocol/messages.js';
 import { Pacer } from '../precopy/rate.js';
 
 /** Neighbours queued after each requested page. */
@@ -46,6 +46,8 @@ export class PostcopyPusher {
     private readonly codec: PageCompression | null,
     private readonly rate: number,
     private readonly onSent: (pages: number, wireBytes: number, rawBytes: number) => void,
+    /** Other messages of the phase (Done arrives while pages already flow): true if handled. */
+    private readonly onMessage: (m: ProtocolMessage) => boolean = () => false,
   ) {
     this.state = new Uint8Array(ram.length / PAGE_SIZE);
     for (const p of pages) this.state[p] = WAITING;
@@ -76,7 +78,7 @@ export class PostcopyPusher {
     while (this.remaining > 0) {
       for (const m of this.ch.drain()) {
         if (m.type === 'PageRequest') this.request(m.pages);
-        else throw new MigrationError('MIGRATION_PROTOCOL', `unexpected ${m.type} during post-copy`);
+        else if (!this.onMessage(m)) throw new MigrationError('MIGRATION_PROTOCOL', `unexpected ${m.type} during post-copy`);
       }
       batch.length = 0;
       while (this.urgent.length > 0 && batch.length < MAX_BATCH_PAGES) this.take(this.urgent.shift()!, batch);
