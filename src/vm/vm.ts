@@ -202,19 +202,18 @@ export class Vm implements VmHandle, MigratableVm {
   // --- migration (see MigratableVm in types.ts) -------------------------------------------
 
   memory(): Promise<GuestMemory> {
-    return this.serial(async () => this.sharedMemory ?? this.attachMemory(this.requireLink()));
+    return this.serial(() => this.attachMemory(this.requireLink()));
   }
 
   beginMigrationOut(to: string): Promise<void> {
     return this.serial(async () => {
       const command: VmCommand = { type: 'migrate-out', to };
       transition(this.current, command);
-      const mem = this.sharedMemory ?? await this.attachMemory(this.requireLink());
+      await this.attachMemory(this.requireLink());
       // RAM must hold still for the sender: no eviction until the migration ends, and every
       // page already evicted durable on the device.
       await this.paging?.agile?.suspend();
       await this.paging?.swap?.drain();
-      void mem;
       this.apply([command]);
     });
   }

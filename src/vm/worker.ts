@@ -278,7 +278,7 @@ const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
     const t0 = performance.now();
     post({ type: 'progress', operation: 'snapshot', done: 0, total });
     // A snapshot holds all of RAM: bring absent pages in first (one request for the range).
-    b.machine.memory.offsetOf(b.machine.memory.ramBase, total);
+    b.machine.memory.ensurePresent(0, b.machine.memory.pageCount - 1);
     const info = await writeSnapshot(req.file, b.machine, { label: config.name });
     post({ type: 'progress', operation: 'snapshot', done: total, total });
     return { bytes: info.bytes, ms: Math.round(performance.now() - t0) };

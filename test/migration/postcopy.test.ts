@@ -4,107 +4,19 @@
 // the freeze, every page arrives once, and a lost link in the post-copy phase never lets the
 // stale source copy run again.
 
-import { afterEach, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
-import { PrecopySender, type SenderOptions } from '../../src/migration/engine/sender.js';
-import type { MigrationReport } from '../../src/migration/engine/report.js';
+import { PrecopySender } from '../../src/migration/engine/sender.js';
 import { fixedRate } from '../../src/migration/precopy/rate.js';
 import { FrameDecoder, FrameEncoder } from '../../src/migration/protocol/codec.js';
 import { MessageType, type ProtocolMessage } from '../../src/migration/protocol/messages.js';
 import { ABSENT_PEER, PRESENT } from '../../src/vm/paging/marks.js';
 import { GuestMemoryLostError } from '../../src/machine/memory/errors.js';
-import {
-  FakeSourceVm, FakeTargetHost, PAGE_SIZE, delay, listenForMigrations, startFrameProxy, until,
-  type FakeGuestOptions, type FakeTarget, type ListenOptions, type ProxyDirection, type ProxyVerdict,
-} from './fake-vm.js';
+import { FakeSourceVm, FakeTargetHost, PAGE_SIZE, delay, until, type FakeTarget } from './fake-vm.js';
+import { MiB, assertSameRam, describe, endCalls, frozenImage, live, migrate, withTimeout, type Run } from './harness.js';
 
-const MiB = 1 << 20;
 const T = { timeout: 20_000 };
-
-const live = new Set<FakeSourceVm>();
-afterEach(() => {
-  for (const vm of live) vm.dispose();
-  live.clear();
-});
-
-interface Run {
-  readonly vm: FakeSourceVm;
-  readonly host: FakeTargetHost;
-  readonly report: MigrationReport;
-  readonly received: MigrationReport;
-  readonly target: FakeTarget | undefined;
-  readonly sender: PrecopySender;
-  readonly proxy: { count(direction: ProxyDirection, type: number): number } | undefined;
-}
-
-interface Setup {
-  readonly guest?: FakeGuestOptions;
-  readonly sender?: Partial<Omit<SenderOptions, 'source' | 'host' | 'port' | 'token'>>;
-  readonly listen?: ListenOptions;
-  readonly proxy?: (direction: ProxyDirection, type: number) => ProxyVerdict;
-  readonly prepare?: (vm: FakeSourceVm, host: FakeTargetHost, sender: () => PrecopySender) => void;
-}
-
-/** One migration from a fresh fake source to a fresh fake destination (as engine.test.ts). */
-async function migrate(setup: Setup = {}): Promise<Run> {
-  const vm = new FakeSourceVm(setup.guest);
-  live.add(vm);
-  const host = new FakeTargetHost();
-  const rx = await listenForMigrations(host, setup.listen);
-  const proxy = setup.proxy ? await startFrameProxy(rx.port, setup.proxy) : undefined;
-  try {
-    let sender: PrecopySender | undefined;
-    const opts: SenderOptions = {
-      source: vm, host: '127.0.0.1', port: proxy ? proxy.port : rx.port, token: host.issuer.issue(),
-      rate: fixedRate(32 * MiB), ...setup.sender,
-    };
-    setup.prepare?.(vm, host, () => sender!);
-    sender = new PrecopySender(opts);
-    const report = await sender.run();
-    const received = await withTimeout(rx.report(), 5000, 'the receiver report');
-    return { vm, host, report, received, target: host.targets[0], sender, proxy };
-  } finally {
-    await proxy?.close();
-    await rx.close();
-  }
-}
-
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms); })]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function describe(r: MigrationReport): string {
-  return `${r.direction} ${r.outcome}${r.error ? ` ${r.error.code}: ${r.error.message}` : ''}`;
-}
-
-type EndOutcome = { committed: true } | { committed: false; error: string; frozen: boolean };
-
-function endCalls(vm: FakeSourceVm): EndOutcome[] {
-  return vm.callsOf('endMigrationOut').map((c) => c.arg as EndOutcome);
-}
-
-function frozenImage(vm: FakeSourceVm): Uint8Array {
-  assert.ok(vm.frozenRam, 'the source was frozen');
-  return vm.frozenRam;
-}
-
-function assertSameRam(actual: Uint8Array, expected: Uint8Array): void {
-  assert.equal(actual.length, expected.length);
-  if (Buffer.compare(actual, expected) === 0) return;
-  const bad: number[] = [];
-  for (let p = 0; p < actual.length / PAGE_SIZE && bad.length < 10; p++) {
-    const a = actual.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
-    const e = expected.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
-    if (Buffer.compare(a, e) !== 0) bad.push(p);
-  }
-  assert.fail(`target RAM differs from the source's at freeze time, pages ${bad.join(', ')}…`);
-}
 
 function nonZeroPages(ram: Uint8Array): number {
   let n = 0;

@@ -75,7 +75,8 @@ export class GuestMemory {
     return true;
   }
 
-  private ensurePresent(first: number, last: number): void {
+  /** Brings pages first..last into RAM through the fault handler (a no-op if all are). */
+  ensurePresent(first: number, last: number): void {
     if (this.present(first, last)) return;
     if (!this.absentHandler) throw new GuestMemoryLostError(`guest pages ${first}..${last} are not in RAM and nothing can fetch them`);
     this.absentHandler(first, last);

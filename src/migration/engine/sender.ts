@@ -6,7 +6,7 @@
 
 import { connect, type Socket } from 'node:net';
 import type { VmConfig, FrozenVm, SwapOutSummary } from '../../vm/types.js';
-import { ABSENT_SWAP, markedRuns } from '../../vm/paging/marks.js';
+import { ABSENT_SWAP, countMarked, markedRuns, pageRuns, type PagedMemory } from '../../vm/paging/marks.js';
 import { PostcopyPusher, type PushReport } from '../postcopy/pusher.js';
 import { modeNeeds, type MigrationMode } from './modes.js';
 import { MigrationChannel } from './channel.js';
@@ -29,21 +29,14 @@ import {
 export interface MigrationSource {
   readonly name: string;
   readonly config: VmConfig;
-  memory(): Promise<SourceMemory>;
+  /** Guest RAM, its dirty log and absent map (pages on the swap device are absent). */
+  memory(): Promise<PagedMemory>;
   beginMigrationOut(to: string): Promise<void>;
   /** Agile: evicts everything outside the working set to the swap device, durably. */
   swapOutCold?(): Promise<SwapOutSummary>;
   harvestDirtyLog(): Promise<Uint8Array>;
   freeze(): Promise<FrozenVm>;
   endMigrationOut(outcome: { committed: true } | { committed: false; error: string; frozen: boolean }): Promise<void>;
-}
-
-/** Guest RAM as the sender reads it; `absent` marks pages not in RAM (on the swap device). */
-export interface SourceMemory {
-  readonly bytes: Uint8Array;
-  readonly dirtyLog: Uint8Array;
-  readonly absent: Uint8Array;
-  readonly pageCount: number;
 }
 
 export interface SenderTimeouts {
@@ -257,7 +250,7 @@ export class PrecopySender {
       bytes = await this.sendRound(ch, plan, mem, zeroPages);
     }
     bytes += await this.sendAbsent(ch, 'swap', markedRuns(mem.absent, ABSENT_SWAP));
-    this.swappedAtSwitch = mem.absent.reduce((n, a) => n + (a === ABSENT_SWAP ? 1 : 0), 0);
+    this.swappedAtSwitch = countMarked(mem, ABSENT_SWAP);
     await ch.send({ type: 'RoundEnd', round: plan.round, pagesSent: this.roundCounts.sent, pagesZeroed: this.roundCounts.zeroed });
     await ch.send({ type: 'DeviceState', state: frozen.state as unknown as Record<string, unknown> });
     await ch.send({ type: 'CommitRequest', finalRound: plan.round });
@@ -285,11 +278,16 @@ export class PrecopySender {
    * touch absent pages (a NIC's announcement writes guest buffers), and the destination
    * answers Activate only once it runs. Done, when it comes, ends the downtime.
    */
-  private async postcopy(ch: MigrationChannel, mem: SourceMemory, peerPages: Uint32Array, round: number): Promise<void> {
+  private async postcopy(ch: MigrationChannel, mem: PagedMemory, peerPages: Uint32Array, round: number): Promise<void> {
     // Paced below the link (the pre-copy cap) so requested pages do not queue behind pushed ones.
     const r = this.opts.rate ?? DEFAULT_DYNAMIC_RATE;
     const rate = r.mode === 'fixed' ? r.rate : r.cap;
     let done = false;
+    const onDone = (): void => {
+      done = true;
+      this.downtimeMs = round1(performance.now() - this.pausedAt!);
+      this.tracker.move({ kind: 'postcopy' });
+    };
     const pusher = new PostcopyPusher(ch, mem.bytes, peerPages, round, this.codec, rate, (pages, wire, raw) => {
       this.counts.sent += pages;
       this.counts.wire += wire;
@@ -297,9 +295,7 @@ export class PrecopySender {
       this.emitProgress(false);
     }, (m) => {
       if (m.type !== 'Done' || done) return false;
-      done = true;
-      this.downtimeMs = round1(performance.now() - this.pausedAt!);
-      this.tracker.move({ kind: 'postcopy' });
+      onDone();
       return true;
     });
     this.pusher = pusher;
@@ -307,8 +303,7 @@ export class PrecopySender {
     this.push = await pusher.run();
     if (!done) {
       await this.awaitMessage(ch, 'Done', this.timeouts.activateMs, 'activation');
-      this.downtimeMs = round1(performance.now() - this.pausedAt!);
-      this.tracker.move({ kind: 'postcopy' });
+      onDone();
     }
     const complete = await this.awaitMessage(ch, 'PostcopyComplete', this.timeouts.stallMs, 'the end of post-copy');
     this.postcopyStats = { faults: complete.faults, stallUsTotal: complete.stallUsTotal, stallUsMax: complete.stallUsMax, duplicates: complete.duplicates };
@@ -319,33 +314,31 @@ export class PrecopySender {
    * destination may hold them non-zero); the rest are announced absent, to be pushed or
    * requested once the VM runs there.
    */
-  private async sendAbsentRound(ch: MigrationChannel, round: number, pages: Uint32Array, mem: SourceMemory, zeroPages: ZeroPages): Promise<{ bytes: number; peerPages: Uint32Array }> {
+  private async sendAbsentRound(ch: MigrationChannel, round: number, pages: Uint32Array, mem: PagedMemory, zeroPages: ZeroPages): Promise<{ bytes: number; peerPages: Uint32Array }> {
     const destNonZero = this.destNonZero!;
     this.round = round;
     this.roundCounts.sent = 0;
     this.roundCounts.zeroed = 0;
     const peer: number[] = [];
-    const zeros: { first: number; count: number }[] = [];
+    const zeros: number[] = [];
     for (const p of pages) {
       if (mem.absent[p] !== 0) continue;
-      if (zeroPages.isZero(p)) {
-        this.counts.zero++;
-        if (destNonZero[p] === 0) continue;
-        destNonZero[p] = 0;
-        const last = zeros[zeros.length - 1];
-        if (last && last.first + last.count === p) last.count++;
-        else zeros.push({ first: p, count: 1 });
+      if (!zeroPages.isZero(p)) {
+        peer.push(p);
         continue;
       }
-      peer.push(p);
+      this.counts.zero++;
+      if (destNonZero[p] === 0) continue;
+      destNonZero[p] = 0;
+      zeros.push(p);
     }
     let bytes = 0;
-    for (const z of zeros) {
+    for (const z of pageRuns(zeros)) {
       bytes += await this.put(ch, ch.encoder.encode({ type: 'ZeroRun', round, firstPage: z.first, count: z.count }), Number.POSITIVE_INFINITY);
       this.roundCounts.zeroed += z.count;
     }
     const peerPages = Uint32Array.from(peer);
-    bytes += await this.sendAbsent(ch, 'peer', runsOf(peerPages));
+    bytes += await this.sendAbsent(ch, 'peer', pageRuns(peerPages));
     this.pagesAtRisk = peerPages.length;
     return { bytes, peerPages };
   }
@@ -398,7 +391,7 @@ export class PrecopySender {
   }
 
   /** Sends one round's pages; returns the bytes it put on the wire. */
-  private async sendRound(ch: MigrationChannel, plan: RoundPlan, mem: SourceMemory, zeroPages: ZeroPages): Promise<number> {
+  private async sendRound(ch: MigrationChannel, plan: RoundPlan, mem: PagedMemory, zeroPages: ZeroPages): Promise<number> {
     const planner = this.planner!;
     const destNonZero = this.destNonZero!;
     const batch = Buffer.allocUnsafe(MAX_BATCH_PAGES * PAGE_SIZE);
@@ -581,17 +574,6 @@ export class PrecopySender {
       } : {}),
     };
   }
-}
-
-/** Ascending runs of an ascending page list. */
-function runsOf(pages: Uint32Array): { first: number; count: number }[] {
-  const runs: { first: number; count: number }[] = [];
-  for (const p of pages) {
-    const last = runs[runs.length - 1];
-    if (last && last.first + last.count === p) last.count++;
-    else runs.push({ first: p, count: 1 });
-  }
-  return runs;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -33,14 +33,25 @@ export function countMarked(mem: PagedMemory, mark: number): number {
   return n;
 }
 
-/** Ascending runs of pages carrying `mark`. */
-export function markedRuns(absent: Uint8Array, mark: number): { first: number; count: number }[] {
-  const runs: { first: number; count: number }[] = [];
-  for (let p = 0; p < absent.length; p++) {
-    if (absent[p] !== mark) continue;
+export interface PageRun {
+  readonly first: number;
+  count: number;
+}
+
+/** Runs of consecutive pages in an ascending list, each at most `max` long. */
+export function pageRuns(pages: Iterable<number>, max = Number.POSITIVE_INFINITY): PageRun[] {
+  const runs: PageRun[] = [];
+  for (const p of pages) {
     const last = runs[runs.length - 1];
-    if (last && last.first + last.count === p) last.count++;
+    if (last && last.first + last.count === p && last.count < max) last.count++;
     else runs.push({ first: p, count: 1 });
   }
   return runs;
+}
+
+/** Ascending runs of pages carrying `mark`. */
+export function markedRuns(absent: Uint8Array, mark: number): PageRun[] {
+  const pages: number[] = [];
+  for (let p = 0; p < absent.length; p++) if (absent[p] === mark) pages.push(p);
+  return pageRuns(pages);
 }

@@ -8,7 +8,7 @@
 import type { BlockBackend } from '../../storage/backend.js';
 import type { GuestMemory } from '../../machine/memory/guest-memory.js';
 import { GuestMemoryLostError } from '../../machine/memory/errors.js';
-import { ABSENT_SWAP, PAGE_SIZE, installPage } from './marks.js';
+import { ABSENT_SWAP, PAGE_SIZE, installPage, pageRuns } from './marks.js';
 import type { PageSupplier } from './page-server.js';
 
 /** Pages read per fault around the faulting page (256 KiB). */
@@ -41,8 +41,10 @@ export class SwapStore implements PageSupplier {
     const chunks = pages.map((p, i) => data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
     pages.forEach((p, i) => this.pending.set(p, chunks[i]!));
     return this.serial(async () => {
-      for (const run of contiguous(pages, MAX_WRITE_PAGES)) {
-        await this.device.write(run.first * PAGE_SIZE, data.subarray(run.at * PAGE_SIZE, (run.at + run.count) * PAGE_SIZE));
+      let at = 0;
+      for (const run of pageRuns(pages, MAX_WRITE_PAGES)) {
+        await this.device.write(run.first * PAGE_SIZE, data.subarray(at * PAGE_SIZE, (at + run.count) * PAGE_SIZE));
+        at += run.count;
       }
       await this.device.flush();
       this.stats.pagesWritten += pages.length;
@@ -98,15 +100,4 @@ export class SwapStore implements PageSupplier {
   close(): Promise<void> {
     return this.device.close();
   }
-}
-
-/** Runs of consecutive pages, each with its index in `pages`. */
-function contiguous(pages: readonly number[], max: number): { first: number; count: number; at: number }[] {
-  const runs: { first: number; count: number; at: number }[] = [];
-  pages.forEach((p, at) => {
-    const last = runs[runs.length - 1];
-    if (last && last.first + last.count === p && last.count < max) last.count++;
-    else runs.push({ first: p, count: 1, at });
-  });
-  return runs;
 }

@@ -10,7 +10,7 @@ import { PageServer } from './page-server.js';
 import { ZeroPages } from '../../machine/memory/zero-pages.js';
 import { SwapStore } from './swap.js';
 import { AgileMemory, DEFAULT_AGILE_OPTIONS, type AgileOptions, type AgileWorkerPort } from './agile.js';
-import { ABSENT_SWAP, PAGE_SIZE, countMarked } from './marks.js';
+import { ABSENT_SWAP, PAGE_SIZE } from './marks.js';
 
 export interface VmMemoryStats {
   readonly totalBytes: number;
@@ -79,10 +79,14 @@ export class VmPaging {
   }
 
   stats(): VmMemoryStats {
-    const swapped = countMarked(this.mem, ABSENT_SWAP);
     const zero = new ZeroPages(this.mem.bytes);
     let resident = 0;
-    for (let p = 0; p < this.mem.pageCount; p++) if (this.mem.absent[p] === 0 && !zero.isZero(p)) resident++;
+    let swapped = 0;
+    for (let p = 0; p < this.mem.pageCount; p++) {
+      const mark = this.mem.absent[p];
+      if (mark === ABSENT_SWAP) swapped++;
+      else if (mark === 0 && !zero.isZero(p)) resident++;
+    }
     return {
       totalBytes: this.mem.ramSize,
       residentBytes: resident * PAGE_SIZE,
