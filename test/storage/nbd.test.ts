@@ -151,7 +151,9 @@ test('nbdkit killed mid-write: pending writes reject promptly, reconnect after r
   const dir = mkdtempSync(join(tmpdir(), 'ferry-nbd-kill-'));
   const image = join(dir, 'disk.img');
   writeFileSync(image, new Uint8Array(64 * MiB));
-  let server = await startNbdkit(['file', image]);
+  // Each write takes 100 ms on the server, so the batch below is certainly still in flight when the kill lands
+  // (without the delay a fast machine acknowledged all 32 MiB before the kill).
+  let server = await startNbdkit(['--filter=delay', 'file', image, 'delay-write=100ms']);
   const port = server.port;
   const b = await NbdBackend.connect({ host: '127.0.0.1', port, timeoutMs: 5000, reconnectDelayMs: 50, maxReconnectDelayMs: 400 });
   const states: string[] = [];
@@ -160,7 +162,6 @@ test('nbdkit killed mid-write: pending writes reject promptly, reconnect after r
     const before = pattern(MiB, 1);
     await b.write(0, before);
 
-    // A batch large enough that it cannot all be acknowledged before the kill lands.
     const batch = Array.from({ length: 64 }, (_, i) => ({ off: MiB + i * 512 * 1024, data: pattern(512 * 1024, 50 + i) }));
     const outcomes = batch.map((w) => b.write(w.off, w.data).then(() => 'ok' as const, (e: unknown) => e));
     await Promise.race(outcomes); // at least one reply (or failure) seen: the batch is on the wire
