@@ -153,6 +153,7 @@ function showText(v: VmView): string {
     const mib = (b: number): string => `${(b / (1 << 20)).toFixed(1)} MiB`;
     lines.push(['resident', mib(m.residentBytes)], ['swapped', mib(m.swappedBytes)]);
     if (m.workingSetBytes !== null) lines.push(['working set', mib(m.workingSetBytes)]);
+    if (m.agileError !== undefined) lines.push(['agile', `failing: ${m.agileError}`]);
   }
   if (c.ip) lines.push(['ip', c.ip]);
   if (c.kernel) lines.push(['kernel', c.kernel]);

@@ -404,3 +404,39 @@ test('agile: cold, non-zero, resident pages go to the swap device and fault back
   assert.equal(countMarked(m, ABSENT_SWAP), 0);
   assert.ok(same(m.bytes, image));
 });
+
+test('agile epochs: none reach the worker while suspended; a failing epoch is reported and cleared by the next', async () => {
+  const m = fakeMemory(64);
+  fillAll(m);
+  const device = new MemoryBlockBackend(m.ramSize);
+  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  let harvests = 0;
+  let failNext = false;
+  const port: AgileWorkerPort = {
+    harvestAccess: async () => {
+      harvests++;
+      if (failNext) { failNext = false; throw new Error('worker gone'); }
+      return new Uint8Array(m.pageCount);
+    },
+    evict: async (pages, mark) => ({ pages: [...pages], data: evict(m, pages, mark) }),
+  };
+  const agile = new AgileMemory(asGuest(m), swap, port, { epochMs: 5, coldEpochs: 2, maxEvictPerEpoch: 1000 });
+  const until = async (cond: () => boolean, what: string): Promise<void> => {
+    const deadline = Date.now() + 2000;
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  };
+  await agile.suspend();
+  agile.start();
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(harvests, 0, 'a suspended policy sends the (possibly frozen) worker nothing');
+  failNext = true;
+  agile.resume();
+  await until(() => agile.error !== undefined, 'the failing epoch');
+  assert.equal(agile.error, 'worker gone');
+  await until(() => agile.error === undefined && countMarked(m, ABSENT_SWAP) === 64, 'recovery and eviction');
+  await agile.stop();
+  await swap.drain();
+});

@@ -43,6 +43,7 @@ export class AgileMemory {
     this.zero = new ZeroPages(mem.bytes);
   }
 
+  /** Why the last epoch failed (e.g. the swap device is unreachable); cleared by the next good one. */
   get error(): string | undefined { return this.lastError; }
 
   start(): void {
@@ -93,7 +94,12 @@ export class AgileMemory {
   }
 
   private async epoch(): Promise<void> {
+    // While suspended the VM may be frozen for a migration's switch: a worker request would queue
+    // behind the freeze. The access log keeps accumulating, so the next epoch loses nothing but
+    // resolution (pages touched meanwhile count as touched in that one epoch).
+    if (this.suspended > 0 || this.stopped) return;
     this.tracker.observe(await this.port.harvestAccess());
     if (this.suspended === 0 && !this.stopped) await this.evictCold(this.options.maxEvictPerEpoch);
+    this.lastError = undefined;
   }
 }

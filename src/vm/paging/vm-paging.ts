@@ -23,6 +23,8 @@ export interface VmMemoryStats {
   readonly workingSetBytes: number | null;
   /** Evicted pages whose write to the swap device is not yet durable. */
   readonly pendingSwapBytes: number;
+  /** Why the Agile policy's last epoch failed, if it did (it retries every epoch). */
+  readonly agileError?: string;
 }
 
 export interface PagingPort extends AgileWorkerPort {
@@ -93,6 +95,7 @@ export class VmPaging {
       swappedBytes: swapped * PAGE_SIZE,
       workingSetBytes: this.agile ? this.agile.tracker.workingSetPages() * PAGE_SIZE : null,
       pendingSwapBytes: (this.swap?.pendingPages ?? 0) * PAGE_SIZE,
+      ...(this.agile?.error !== undefined ? { agileError: this.agile.error } : {}),
     };
   }
 
