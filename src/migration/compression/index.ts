@@ -1,7 +1,7 @@
 // Page-batch compressions both ends register (FrameEncoder/FrameDecoder `compressions`), and
 // the sender's per-batch choice of whether compressing is worth it.
 
-import type { PageCompression } from '../protocol/codec.js';
+import type { FrameEncoder, PageCompression } from '../protocol/codec.js';
 import { Compression } from '../protocol/messages.js';
 import { ZSTD, type NamedPageCompression } from './zstd.js';
 
@@ -30,4 +30,11 @@ export function packBatch(raw: Buffer, codec: PageCompression | null = DEFAULT_P
   const packed = codec.compress(raw);
   if (packed.length > raw.length * PAYS_OFF_RATIO) return { compression: Compression.None, packed: raw };
   return { compression: codec.id, packed };
+}
+
+/** The Pages frame for `pages` (strictly increasing) whose contents are `raw`, page i at i × 4096;
+ * the frame is encoded at once, so the caller may reuse both buffers afterwards. */
+export function encodePages(encoder: FrameEncoder, round: number, pages: readonly number[], raw: Buffer, codec: PageCompression | null): Buffer {
+  const { compression, packed } = packBatch(raw, codec);
+  return encoder.encode({ type: 'Pages', round, compression, pages, data: raw, packed });
 }

@@ -19,10 +19,10 @@ import { PrecopyPlanner, type RoundPlan } from '../precopy/rounds.js';
 import { DEFAULT_DYNAMIC_RATE, Pacer, type RateConfig } from '../precopy/rate.js';
 import { newNonce, sourceProof, verifyDestination, type MigrationToken } from '../protocol/auth.js';
 import type { PageCompression } from '../protocol/codec.js';
-import { DEFAULT_PAGE_COMPRESSION, packBatch } from '../compression/index.js';
+import { DEFAULT_PAGE_COMPRESSION, encodePages } from '../compression/index.js';
 import {
   AbortCode, Compression, MAX_ABSENT_RUNS, MAX_BATCH_PAGES, PAGE_SIZE, POSTCOPY_VERSION, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
-  negotiateVersion, type AbsentOrigin, type PagesMessage, type ProtocolMessage,
+  negotiateVersion, type AbsentOrigin, type ProtocolMessage,
 } from '../protocol/messages.js';
 
 /** What the sender needs from the VM (src/vm/vm.ts Vm provides it). */
@@ -413,9 +413,7 @@ export class PrecopySender {
     const flushPages = async (): Promise<void> => {
       if (pages.length === 0) return;
       const raw = batch.subarray(0, pages.length * PAGE_SIZE);
-      const { compression, packed } = packBatch(raw, this.codec);
-      const msg: PagesMessage = { type: 'Pages', round: plan.round, compression, pages, data: raw, packed };
-      const frame = ch.encoder.encode(msg);
+      const frame = encodePages(ch.encoder, plan.round, pages, raw, this.codec);
       this.counts.sent += pages.length;
       this.roundCounts.sent += pages.length;
       this.counts.raw += raw.length;

@@ -6,8 +6,8 @@
 import type { MigrationChannel } from '../engine/channel.js';
 import { MigrationError } from '../errors.js';
 import type { PageCompression } from '../protocol/codec.js';
-import { packBatch } from '../compression/index.js';
-import { MAX_BATCH_PAGES, PAGE_SIZE, type PagesMessage, type ProtocolMessage } from '../protocol/messages.js';
+import { encodePages } from '../compression/index.js';
+import { MAX_BATCH_PAGES, PAGE_SIZE, type ProtocolMessage } from '../protocol/messages.js';
 import { Pacer } from '../precopy/rate.js';
 
 /** Neighbours queued after each requested page. */
@@ -105,9 +105,7 @@ export class PostcopyPusher {
     batch.sort((a, b) => a - b);
     const raw = Buffer.allocUnsafe(batch.length * PAGE_SIZE);
     batch.forEach((p, i) => raw.set(this.ram.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), i * PAGE_SIZE));
-    const { compression, packed } = packBatch(raw, this.codec);
-    const msg: PagesMessage = { type: 'Pages', round: this.round, compression, pages: [...batch], data: raw, packed };
-    const frame = this.ch.encoder.encode(msg);
+    const frame = encodePages(this.ch.encoder, this.round, batch, raw, this.codec);
     if (!urgent) {
       const wait = this.pacer.delay(frame.length, this.rate, performance.now());
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
