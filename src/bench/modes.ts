@@ -2,16 +2,17 @@
 // ferry's four migration modes side by side in the lab: pre-copy (Clark et al.), post-copy,
 // hybrid (pre-copy rounds, then post-copy) and Agile (Deshpande et al.: cold pages stay on the
 // VM's swap device on shared storage, only the working set crosses the link). One 512 MiB guest
-// per workload, with a 512 MiB swap export on the storage host (nbdkit memory plugin):
+// per workload, booted twice: without a swap device for pre-copy, post-copy and hybrid (all of
+// its memory stays resident, the baseline), and with a 512 MiB swap export on the storage host
+// (nbdkit memory plugin) for Agile:
 //   idle  - nothing but the UDP game server; 1 Gbit/s links
 //   ws25  - memwriter fills 400 MiB with non-zero data, then writes 2,000 pages/s to the first
 //           128 MiB (25% of RAM) and reads every page of those 128 MiB every 200 ms: a working
 //           set of a quarter of RAM while most of RAM is cold non-zero data; 1 Gbit/s links
 //   fast  - memwriter dirtying FAST_RATE pages/s over a FAST_HOT_MIB hot set, faster than the
 //           200 Mbit/s link carries pages, so pre-copy cannot converge and stops on a cap
-// Each workload boots once and settles (Agile needs seconds of access tracking before cold pages
-// are swapped out); then the four modes run in turn, alternating host-a -> host-b -> host-a ...
-// with a settling pause before each. Per migration: total and down time, bytes, the game client's
+// On each VM the modes run in turn, alternating host-a -> host-b -> host-a ..., with a settling
+// pause before each (Agile needs seconds of access tracking before cold pages are swapped out). Per migration: total and down time, bytes, the game client's
 // longest gap, memwriter's throughput during the migration over before it, the guest alive and
 // its memory verified afterwards, and the report's stop rule and post-copy/Agile figures. A
 // failed migration is a row with its error, not the end of the run. The last line is one JSON
@@ -76,9 +77,11 @@ interface ModeRow {
 interface WorkloadInfo {
   link_mbit: number;
   writer: GuestWork['writer'] | null;
-  swap: boolean;
-  boot_s: number | null;
-  memory_settled: MemoryRow | null;
+  /** The Agile VM's swap export. */
+  swap_device: string | null;
+  /** Per VM: 'plain' (no swap device: pre-copy, post-copy, hybrid) and 'agile'. */
+  boot_s: Partial<Record<'plain' | 'agile', number>>;
+  memory_settled: Partial<Record<'plain' | 'agile', MemoryRow | null>>;
   error?: string;
 }
 
@@ -101,34 +104,37 @@ function errorOf(e: unknown): { code: string; message: string } {
 /** Client host: one workload, all modes. Prints one JSON line (ClientOut). */
 async function clientWorkload(name: string, modes: readonly MigrationMode[], swap: string | undefined): Promise<void> {
   const w = WORKLOADS[name]!;
-  const session = new MigrationSession(labSpecFromEnv(), (s) => log(`${name}: ${s}`));
-  const info: WorkloadInfo = { link_mbit: w.linkMbit, writer: w.work.writer ?? null, swap: swap !== undefined, boot_s: null, memory_settled: null };
+  const info: WorkloadInfo = { link_mbit: w.linkMbit, writer: w.work.writer ?? null, swap_device: swap ?? null, boot_s: {}, memory_settled: {} };
   const rows: ModeRow[] = [];
-  try {
+  // The baseline modes run on a VM without a swap device, which keeps all its memory resident
+  // (what pre-copy, post-copy and hybrid move); Agile runs on its own boot of the same guest
+  // with the swap device, so no baseline profits from Agile's evictions.
+  const groups: { vm: 'plain' | 'agile'; modes: MigrationMode[] }[] = [
+    { vm: 'plain', modes: modes.filter((m) => m !== 'agile') },
+    { vm: 'agile', modes: modes.filter((m) => m === 'agile') },
+  ];
+  for (const g of groups) {
+    if (g.modes.length === 0) continue;
+    if (g.vm === 'agile' && swap === undefined) throw new Error('agile needs --swap');
+    const session = new MigrationSession(labSpecFromEnv(), (s) => log(`${name}/${g.vm}: ${s}`));
     try {
-      info.boot_s = Math.round((await session.boot(MEMORY_MIB, w.work, swap !== undefined ? { swap } : {})) * 10) / 10;
+      const boot = await session.boot(MEMORY_MIB, w.work, g.vm === 'agile' ? { swap: swap! } : {});
+      info.boot_s[g.vm] = Math.round(boot * 10) / 10;
+      log(`${name}: ${g.vm} guest up after ${info.boot_s[g.vm]} s`);
+      for (const mode of g.modes) {
+        await sleep(SETTLE_MS - (w.work.writer ? RATE_WINDOW_MS : 0));
+        const before = w.work.writer ? await session.writerRate(RATE_WINDOW_MS).catch(() => null) : null;
+        const memory = memoryRow(await session.vmMemory().catch(() => null));
+        info.memory_settled[g.vm] ??= memory;
+        log(`${name}/${mode}: ${session.host} -> ...; memory ${memory ? JSON.stringify(memory) : 'not reported'}${before ? `, memwriter ${before.pagesPerSec} pages/s` : ''}`);
+        rows.push(await migrateOnce(session, name, mode, w.bandwidth, memory, before));
+      }
     } catch (e) {
-      // A daemon that does not know VmConfig.swap yet refuses the VM; run without it (Agile
-      // will then fail, and says so in its row).
-      if (swap === undefined || !/swap/.test(errorOf(e).message)) throw e;
-      log(`${name}: the daemon refused the swap device (${errorOf(e).message}); booting without it`);
-      info.swap = false;
-      info.boot_s = Math.round((await session.boot(MEMORY_MIB, w.work)) * 10) / 10;
+      info.error = `${g.vm}: ${errorOf(e).message}`;
+      log(`${name}: ${info.error}`);
+    } finally {
+      await session.close();
     }
-    log(`${name}: guest up after ${info.boot_s} s`);
-    for (const mode of modes) {
-      await sleep(SETTLE_MS - (w.work.writer ? RATE_WINDOW_MS : 0));
-      const before = w.work.writer ? await session.writerRate(RATE_WINDOW_MS).catch(() => null) : null;
-      const memory = memoryRow(await session.vmMemory().catch(() => null));
-      info.memory_settled ??= memory;
-      log(`${name}/${mode}: ${session.host} -> ...; memory ${memory ? JSON.stringify(memory) : 'not reported'}${before ? `, memwriter ${before.pagesPerSec} pages/s` : ''}`);
-      rows.push(await migrateOnce(session, name, mode, w.bandwidth, memory, before));
-    }
-  } catch (e) {
-    info.error = errorOf(e).message;
-    log(`${name}: ${info.error}`);
-  } finally {
-    await session.close();
   }
   console.log(JSON.stringify({ info, rows } satisfies ClientOut));
 }
@@ -198,7 +204,7 @@ async function main(): Promise<void> {
         out[name] = await runClientScript(lab, spec, name, modes, `nbd://${swap.address}:${swap.port}/`);
       } catch (e) {
         log(`${name}: ${errorOf(e).message}`);
-        out[name] = { info: { link_mbit: w.linkMbit, writer: w.work.writer ?? null, swap: swap !== undefined, boot_s: null, memory_settled: null, error: errorOf(e).message }, rows: [] };
+        out[name] = { info: { link_mbit: w.linkMbit, writer: w.work.writer ?? null, swap_device: swap ? `nbd://${swap.address}:${swap.port}/` : null, boot_s: {}, memory_settled: {}, error: errorOf(e).message }, rows: [] };
       } finally {
         await swap?.stop().catch(() => undefined);
       }

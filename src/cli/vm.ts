@@ -152,7 +152,10 @@ function showText(v: VmView): string {
   if (m) {
     const mib = (b: number): string => `${(b / (1 << 20)).toFixed(1)} MiB`;
     lines.push(['resident', mib(m.residentBytes)], ['swapped', mib(m.swappedBytes)]);
-    if (m.workingSetBytes !== null) lines.push(['working set', mib(m.workingSetBytes)]);
+    if (m.workingSetBytes !== null) {
+      const window = m.workingSetWindowMs !== null ? ` (untouched for ${m.workingSetWindowMs / 1000} s is cold)` : '';
+      lines.push(['working set', `${mib(m.workingSetBytes)}${window}`]);
+    }
     if (m.agileError !== undefined) lines.push(['agile', `failing: ${m.agileError}`]);
   }
   if (c.ip) lines.push(['ip', c.ip]);

@@ -128,5 +128,5 @@ test(`fuzz: the decoder yields valid messages or a MigrationProtocolError (seed 
   console.log(`fuzz: ${INPUTS} inputs in ${Date.now() - start} ms`, Object.fromEntries([...outcomes].sort((a, b) => b[1] - a[1])));
   assert.ok((outcomes.get('ok') ?? 0) > 0, 'some inputs survive intact');
   assert.ok(outcomes.size > 8, 'the inputs reach many different refusals');
-  for (const t of ['Absent', 'PageRequest', 'PostcopyEnd', 'PostcopyComplete']) assert.ok(yielded.has(t), `some ${t} frames get through`);
+  for (const t of ['Absent', 'PageRequest', 'PostcopyEnd', 'PostcopyComplete', 'PostcopyAck']) assert.ok(yielded.has(t), `some ${t} frames get through`);
 });

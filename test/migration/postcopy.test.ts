@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { PrecopySender } from '../../src/migration/engine/sender.js';
+import { PUSH_BATCH_PAGES } from '../../src/migration/postcopy/pusher.js';
 import { fixedRate } from '../../src/migration/precopy/rate.js';
 import { FrameDecoder, FrameEncoder } from '../../src/migration/protocol/codec.js';
 import { MessageType, type ProtocolMessage } from '../../src/migration/protocol/messages.js';
@@ -85,8 +86,10 @@ for (const kind of ['idle', 'writing'] as const) {
     assert.equal(proxy.count('return', MessageType.PostcopyComplete), 1);
     assert.equal(proxy.count('forward', MessageType.RoundEnd), 1, 'only the switch round has a RoundEnd');
     // Nobody faulted: the push alone sent them, in full batches in ascending order.
-    assert.equal(proxy.count('forward', MessageType.Pages), Math.ceil(nonZero / 256));
+    assert.equal(proxy.count('forward', MessageType.Pages), Math.ceil(nonZero / PUSH_BATCH_PAGES));
     assert.equal(proxy.count('return', MessageType.PageRequest), 0);
+    // Each pushed frame was acknowledged (the push window), the last ones after PostcopyEnd.
+    assert.equal(proxy.count('return', MessageType.PostcopyAck), Math.ceil(nonZero / PUSH_BATCH_PAGES));
     assert.equal(report.postcopy!.pagesRequested, 0);
     assert.equal(report.postcopy!.faults, 0);
     assert.ok(report.stages.some((s) => s.stage === 'postcopy'), 'the source went through the post-copy stage');
@@ -290,7 +293,7 @@ test('the link is cut after a few post-copy Pages frames: the destination VM is 
   // At most CUT_AFTER whole batches made it (the cut may also drop frames the proxy had queued):
   // those pages are present and exact, the rest never will be.
   const present = nonZeroPages(frozenImage(vm)) - missing;
-  assert.ok(present <= CUT_AFTER * 256 && present % 256 === 0, `whole batches installed: ${present} pages`);
+  assert.ok(present <= CUT_AFTER * PUSH_BATCH_PAGES && present % PUSH_BATCH_PAGES === 0, `whole batches installed: ${present} pages`);
   for (let p = 0; p < target.pageCount; p++) {
     if (target.absent[p] !== PRESENT) continue;
     const off = p * PAGE_SIZE;
@@ -328,8 +331,9 @@ test('the link is cut before Done reaches the source (post-copy): source in doub
   assert.equal(target.activated, true);
   assert.equal(host.lostCalls.length, 1);
   assert.equal(host.lostCalls[0]!.target, target);
+  // Pages flow from Activate, so some may have arrived before the cut; not all did.
   const missing = absentPages(target, ABSENT_PEER).length;
-  assert.equal(missing, nonZeroPages(frozenImage(vm)), 'no page had arrived');
+  assert.ok(missing > 0 && missing <= nonZeroPages(frozenImage(vm)), `${missing} pages missing`);
   assert.match(host.lostCalls[0]!.reason, new RegExp(`; ${missing} guest pages existed only on the source`));
 });
 

@@ -255,6 +255,7 @@ test('version 2 frames have the documented byte layouts', () => {
   const req = enc.encode({ type: 'PageRequest', pages: [9, 2] });
   assert.deepEqual([...req], [0x25, 0, 0, 0, 12, 0, 0, 0, 2, 0, 0, 0, 9, 0, 0, 0, 2, 0, 0, 0]);
   assert.deepEqual([...enc.encode({ type: 'PostcopyEnd', pagesPushed: 0x0a0b0c0d })], [0x26, 0, 0, 0, 4, 0, 0, 0, 0x0d, 0x0c, 0x0b, 0x0a]);
+  assert.deepEqual([...enc.encode({ type: 'PostcopyAck', pagesReceived: 0x01020304 })], [0x28, 0, 0, 0, 4, 0, 0, 0, 4, 3, 2, 1]);
   const done = enc.encode({ type: 'PostcopyComplete', pagesReceived: 1, faults: 2, stallUsTotal: 2 ** 32 + 3, stallUsMax: 4, duplicates: 5 });
   assert.deepEqual([...done.subarray(0, 8)], [0x27, 0, 0, 0, 28, 0, 0, 0]);
   assert.deepEqual([...done.subarray(8)], [1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0]);
@@ -322,7 +323,7 @@ test('malformed Absent frames are refused', () => {
   assert.equal(d.bufferedBytes, FRAME_HEADER_BYTES);
 });
 
-test('malformed PageRequest, PostcopyEnd and PostcopyComplete frames are refused', () => {
+test('malformed PageRequest, PostcopyEnd, PostcopyAck and PostcopyComplete frames are refused', () => {
   const ramPages = RAM_BYTES / PAGE_SIZE;
   const opts = { ramBytes: RAM_BYTES };
   const R = MessageType.PageRequest;
@@ -342,6 +343,8 @@ test('malformed PageRequest, PostcopyEnd and PostcopyComplete frames are refused
   refuses('TRAILING_BYTES', frame(R, Buffer.concat([requestPayload([1]), Buffer.alloc(3)])));
   refuses('TRUNCATED', frame(MessageType.PostcopyEnd, Buffer.alloc(3)));
   refuses('TRAILING_BYTES', frame(MessageType.PostcopyEnd, Buffer.alloc(5)));
+  refuses('TRUNCATED', frame(MessageType.PostcopyAck, Buffer.alloc(3)));
+  refuses('TRAILING_BYTES', frame(MessageType.PostcopyAck, Buffer.alloc(5)));
   refuses('TRUNCATED', frame(MessageType.PostcopyComplete, Buffer.alloc(27)));
   refuses('TRAILING_BYTES', frame(MessageType.PostcopyComplete, Buffer.alloc(29)));
   const complete = enc.encode({ type: 'PostcopyComplete', pagesReceived: 1, faults: 1, stallUsTotal: 1, stallUsMax: 1, duplicates: 0 });

@@ -37,6 +37,7 @@ export function sampleMessages(): ProtocolMessage[] {
     { type: 'PageRequest', pages: [4100, 17, 16383, 0] },
     { type: 'PageRequest', pages: [4097] },
     { type: 'PostcopyEnd', pagesPushed: 927 },
+    { type: 'PostcopyAck', pagesReceived: 300 },
     { type: 'PostcopyComplete', pagesReceived: 927, faults: 41, stallUsTotal: 2 ** 40 + 12345, stallUsMax: 73_512, duplicates: 0 },
     { type: 'DeviceState', state: { config: { ramBytes: RAM_BYTES, sbiInMachine: true }, cpu: { pc: '0x80200000' }, virtio: [], clock: { ticks: '123456789' } } },
     { type: 'CommitRequest', finalRound: 5 },

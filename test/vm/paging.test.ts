@@ -440,3 +440,60 @@ test('agile epochs: none reach the worker while suspended; a failing epoch is re
   await agile.stop();
   await swap.drain();
 });
+
+test('agile: evicted pages touched again soon widen the window (no thrashing), quiet epochs narrow it back', async () => {
+  const m = fakeMemory(1024);
+  fillAll(m);
+  const device = new MemoryBlockBackend(m.ramSize);
+  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  // The guest visits pages 0..511 in turn, 64 per epoch: a reuse distance of 8 epochs, longer
+  // than the 2-epoch window, so the window first calls most of its set cold.
+  let epoch = 0;
+  let visiting = true;
+  const port: AgileWorkerPort = {
+    harvestAccess: async () => {
+      const log = new Uint8Array(m.pageCount);
+      if (visiting) for (let p = (epoch % 8) * 64; p < (epoch % 8 + 1) * 64; p++) log[p] = 1;
+      epoch++;
+      return log;
+    },
+    evict: async (pages, mark) => ({ pages: [...pages], data: evict(m, pages, mark) }),
+  };
+  const agile = new AgileMemory(asGuest(m), swap, port, { epochMs: 1, coldEpochs: 2, maxEvictPerEpoch: 100_000 });
+  const run = async (epochs: number): Promise<void> => {
+    for (let i = 0; i < epochs; i++) {
+      await (agile as unknown as { epoch(): Promise<void> }).epoch();
+      // A touched absent page faults back in (what the page server does for the vCPU).
+      const touched = range((epoch - 1) % 8 * 64, ((epoch - 1) % 8 + 1) * 64).filter((p) => visiting && m.absent[p] === ABSENT_SWAP);
+      if (touched.length > 0) await swap.fetch(touched);
+    }
+  };
+  await run(40);
+  assert.ok(agile.refaults > 0, 'the short window evicted pages the guest came back to');
+  assert.ok(agile.tracker.windowEpochs >= 8, `window widened past the reuse distance, got ${agile.tracker.windowEpochs}`);
+  // Once wide enough, the visited set stays resident while the rest (512..1023) is on the device.
+  const refaultsThen = agile.refaults;
+  await run(24);
+  assert.equal(agile.refaults, refaultsThen, 'no more refaults once the window covers the reuse distance');
+  assert.deepEqual(range(512, 1024).filter((p) => m.absent[p] !== ABSENT_SWAP), [], 'the unvisited half is on the swap device');
+  // The guest goes quiet: no refaults, and the window narrows back to the configured one.
+  visiting = false;
+  await run(200);
+  assert.equal(agile.tracker.windowEpochs, 2);
+  await swap.drain();
+});
+
+test('working set: late reuses are touches after idling half the window or more', () => {
+  const t = new WorkingSetTracker(4, 4);
+  const log = (...pages: number[]): Uint8Array => { const l = new Uint8Array(4); for (const p of pages) l[p] = 1; return l; };
+  assert.equal(t.observe(log(0, 1, 2, 3)), 0);
+  assert.equal(t.observe(log(0)), 0); // idle 0
+  assert.equal(t.observe(log(0, 1)), 0); // page 1 idle 1 < 2
+  assert.equal(t.observe(log(0, 2)), 1); // page 2 idle 2: late
+  assert.equal(t.observe(log()), 0);
+  assert.equal(t.observe(log()), 0);
+  assert.equal(t.observe(log(3)), 0); // page 3 idle 5 >= window: already cold, not a late reuse
+  t.windowEpochs = 8;
+  assert.equal(t.windowEpochs, 8);
+  assert.throws(() => { t.windowEpochs = 0; }, RangeError);
+});

@@ -279,7 +279,7 @@ export class PrecopySender {
    * answers Activate only once it runs. Done, when it comes, ends the downtime.
    */
   private async postcopy(ch: MigrationChannel, mem: PagedMemory, peerPages: Uint32Array, round: number): Promise<void> {
-    // Paced below the link (the pre-copy cap) so requested pages do not queue behind pushed ones.
+    // Pushed pages keep to the migration's rate cap; the ack window (pusher.ts) keeps requested ones from queueing.
     const r = this.opts.rate ?? DEFAULT_DYNAMIC_RATE;
     const rate = r.mode === 'fixed' ? r.rate : r.cap;
     let done = false;
@@ -288,15 +288,19 @@ export class PrecopySender {
       this.downtimeMs = round1(performance.now() - this.pausedAt!);
       this.tracker.move({ kind: 'postcopy' });
     };
-    const pusher = new PostcopyPusher(ch, mem.bytes, peerPages, round, this.codec, rate, (pages, wire, raw) => {
-      this.counts.sent += pages;
-      this.counts.wire += wire;
-      this.counts.raw += raw;
-      this.emitProgress(false);
-    }, (m) => {
-      if (m.type !== 'Done' || done) return false;
-      onDone();
-      return true;
+    const pusher = new PostcopyPusher({
+      ch, ram: mem.bytes, pages: peerPages, round, codec: this.codec, rate, ackTimeoutMs: this.timeouts.stallMs,
+      onSent: (pages, wire, raw) => {
+        this.counts.sent += pages;
+        this.counts.wire += wire;
+        this.counts.raw += raw;
+        this.emitProgress(false);
+      },
+      onMessage: (m) => {
+        if (m.type !== 'Done' || done) return false;
+        onDone();
+        return true;
+      },
     });
     this.pusher = pusher;
     for (const pages of this.earlyRequests.splice(0)) pusher.request(pages);
@@ -476,7 +480,8 @@ export class PrecopySender {
    * a destination that already runs the VM for the push. */
   private async awaitMessage<K extends 'Committed' | 'Done' | 'PostcopyComplete'>(ch: MigrationChannel, type: K, timeoutMs: number, what: string): Promise<Extract<ProtocolMessage, { type: K }>> {
     for (;;) {
-      const m: ProtocolMessage = await ch.expect([type, 'RoundAck', 'PageRequest'], timeoutMs, what);
+      // PostcopyAcks of the last pushed frames arrive after the push ends: nothing to do.
+      const m: ProtocolMessage = await ch.expect([type, 'RoundAck', 'PageRequest', 'PostcopyAck'], timeoutMs, what);
       if (m.type === 'PageRequest') this.earlyRequests.push([...m.pages]);
       else if (m.type === type) return m as Extract<ProtocolMessage, { type: K }>;
     }

@@ -77,6 +77,7 @@ const FIXED_SIZE: Partial<Record<MessageTypeName, number>> = {
   RoundAck: 8,
   PostcopyEnd: 4,
   PostcopyComplete: 28,
+  PostcopyAck: 4,
   CommitRequest: 4,
   Committed: 0,
   Activate: 0,
@@ -317,6 +318,9 @@ export class FrameEncoder {
         break;
       case 'PostcopyEnd':
         w.u32(uint(m.pagesPushed, 32, 'pages pushed'));
+        break;
+      case 'PostcopyAck':
+        w.u32(uint(m.pagesReceived, 32, 'pages received'));
         break;
       case 'PostcopyComplete':
         w.u32(uint(m.pagesReceived, 32, 'pages received'));
@@ -693,6 +697,9 @@ export class FrameDecoder {
       }
       case 'PostcopyEnd':
         m = { type, pagesPushed: r.u32() };
+        break;
+      case 'PostcopyAck':
+        m = { type, pagesReceived: r.u32() };
         break;
       case 'PostcopyComplete': {
         const pagesReceived = r.u32();

@@ -5,7 +5,7 @@ import { MigrationProtocolError } from './errors.js';
 
 /** Versions this build speaks. Both ends announce a range so a newer daemon can still talk down. */
 export const PROTOCOL_VERSION_MIN = 1;
-/** Version 2 adds post-copy: Absent, PageRequest, PostcopyEnd, PostcopyComplete. */
+/** Version 2 adds post-copy: Absent, PageRequest, PostcopyEnd, PostcopyComplete, PostcopyAck. */
 export const PROTOCOL_VERSION_MAX = 2;
 /** The first version with post-copy messages. */
 export const POSTCOPY_VERSION = 2;
@@ -41,6 +41,7 @@ export const MessageType = {
   PageRequest: 0x25,
   PostcopyEnd: 0x26,
   PostcopyComplete: 0x27,
+  PostcopyAck: 0x28,
   DeviceState: 0x30,
   CommitRequest: 0x31,
   Committed: 0x32,
@@ -168,6 +169,13 @@ export interface PostcopyEndMessage {
   readonly type: 'PostcopyEnd';
   readonly pagesPushed: number;
 }
+/** destination → source (v2), during post-copy: how many pages of post-copy Pages frames have
+ * arrived so far (cumulative). The source keeps at most a small window of pushed pages
+ * unacknowledged, so a requested page never queues behind seconds of pushed ones. */
+export interface PostcopyAckMessage {
+  readonly type: 'PostcopyAck';
+  readonly pagesReceived: number;
+}
 /** destination → source (v2): every page is in; the source may drop its copy. Carries what the
  * destination measured so the source's report shows it. */
 export interface PostcopyCompleteMessage {
@@ -225,6 +233,7 @@ export type ProtocolMessage =
   | PageRequestMessage
   | PostcopyEndMessage
   | PostcopyCompleteMessage
+  | PostcopyAckMessage
   | DeviceStateMessage
   | CommitRequestMessage
   | CommittedMessage

@@ -27,6 +27,14 @@ export interface AgileWorkerPort {
 }
 
 const EVICT_BATCH = 256;
+/** A page touched within this many windows of its eviction was evicted wrongly: a refault. */
+const REFAULT_HORIZON_WINDOWS = 2;
+/** Refaults in one epoch that widen the window: at least this many... */
+const REFAULT_MIN = 16;
+/** ...and at least this share of the pages evicted within the horizon (1/20). */
+const REFAULT_SHARE_INV = 20;
+/** The widest the window grows (epochs). */
+const MAX_WINDOW_EPOCHS = 128;
 
 export class AgileMemory {
   readonly tracker: WorkingSetTracker;
@@ -36,12 +44,25 @@ export class AgileMemory {
   private suspended = 0;
   private stopped = false;
   private lastError: string | undefined;
+  /** Per page: 1 + the epoch this policy evicted it in; 0 when not being watched for a refault. */
+  private readonly evictedAt: Uint32Array;
+  /** Pages evicted per epoch, newest last, over the refault horizon. */
+  private readonly evictedPerEpoch: number[] = [];
+  private quietEpochs = 0;
+  private refaultCount = 0;
+  /** Stamp (as in evictedAt) of the last widening: only pages evicted under the current window
+   * say whether it is still too narrow. */
+  private widenedStamp = 0;
 
   constructor(private readonly mem: GuestMemory, private readonly swap: SwapStore, private readonly port: AgileWorkerPort,
     readonly options: AgileOptions = DEFAULT_AGILE_OPTIONS) {
     this.tracker = new WorkingSetTracker(mem.pageCount, options.coldEpochs);
     this.zero = new ZeroPages(mem.bytes);
+    this.evictedAt = new Uint32Array(mem.pageCount);
   }
+
+  /** Evicted pages the guest touched again within the refault horizon, since start. */
+  get refaults(): number { return this.refaultCount; }
 
   /** Why the last epoch failed (e.g. the swap device is unreachable); cleared by the next good one. */
   get error(): string | undefined { return this.lastError; }
@@ -82,6 +103,8 @@ export class AgileMemory {
       batch = [];
       if (r.pages.length === 0) return;
       evicted += r.pages.length;
+      const stamp = this.tracker.observed + 1;
+      for (const p of r.pages) this.evictedAt[p] = stamp;
       await this.swap.store(r.pages, r.data);
     };
     for (let p = 0; p < mem.pageCount && evicted + batch.length < limit; p++) {
@@ -98,8 +121,69 @@ export class AgileMemory {
     // behind the freeze. The access log keeps accumulating, so the next epoch loses nothing but
     // resolution (pages touched meanwhile count as touched in that one epoch).
     if (this.suspended > 0 || this.stopped) return;
-    this.tracker.observe(await this.port.harvestAccess());
-    if (this.suspended === 0 && !this.stopped) await this.evictCold(this.options.maxEvictPerEpoch);
+    const log = await this.port.harvestAccess();
+    const lateReuses = this.tracker.observe(log);
+    const widened = this.adaptWindow(this.countRefaults(log), lateReuses);
+    let evicted = 0;
+    if (!widened && this.suspended === 0 && !this.stopped) evicted = await this.evictCold(this.options.maxEvictPerEpoch);
+    this.evictedPerEpoch.push(evicted);
+    while (this.evictedPerEpoch.length > this.horizon()) this.evictedPerEpoch.shift();
     this.lastError = undefined;
+  }
+
+  private horizon(): number { return this.tracker.windowEpochs * REFAULT_HORIZON_WINDOWS; }
+
+  /** Watched pages the guest touched this epoch (each counted once), forgetting stale ones;
+   * returns those evicted under the current window. */
+  private countRefaults(log: Uint8Array): number {
+    const now = this.tracker.observed;
+    const horizon = this.horizon();
+    const at = this.evictedAt;
+    let all = 0;
+    let current = 0;
+    for (let p = 0; p < at.length; p++) {
+      const stamp = at[p]!;
+      if (stamp === 0) continue;
+      if (log[p] !== 0) {
+        all++;
+        if (stamp > this.widenedStamp) current++;
+        at[p] = 0;
+      } else if (now - stamp >= horizon) {
+        at[p] = 0;
+      }
+    }
+    this.refaultCount += all;
+    return current;
+  }
+
+  /**
+   * Linux's refault idea at page granularity: an evicted page touched again soon means the window
+   * was shorter than the guest's reuse distance, and evicting more would thrash (a writer that
+   * visits its hot set more slowly than the window loses it to the swap device and then runs
+   * at the device's speed). Doubles the window on a burst of refaults of pages evicted under
+   * it. Halves it back towards the configured one only after two windows with neither refaults
+   * nor late reuses (which a narrower window would turn into refaults: no oscillation).
+   * Returns whether it widened.
+   */
+  private adaptWindow(refaults: number, lateReuses: number): boolean {
+    const tracker = this.tracker;
+    const recent = this.evictedPerEpoch.reduce((a, b) => a + b, 0);
+    if (refaults >= REFAULT_MIN && refaults * REFAULT_SHARE_INV >= recent) {
+      this.quietEpochs = 0;
+      this.widenedStamp = tracker.observed + 1;
+      if (tracker.windowEpochs >= MAX_WINDOW_EPOCHS) return true;
+      tracker.windowEpochs = Math.min(MAX_WINDOW_EPOCHS, tracker.windowEpochs * 2);
+      return true;
+    }
+    if (refaults > 0 || lateReuses > 0) {
+      this.quietEpochs = 0;
+      return false;
+    }
+    this.quietEpochs++;
+    if (tracker.windowEpochs > this.options.coldEpochs && this.quietEpochs >= 2 * tracker.windowEpochs) {
+      tracker.windowEpochs = Math.max(this.options.coldEpochs, tracker.windowEpochs >> 1);
+      this.quietEpochs = 0;
+    }
+    return false;
   }
 }

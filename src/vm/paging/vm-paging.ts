@@ -21,6 +21,9 @@ export interface VmMemoryStats {
   readonly swappedBytes: number;
   /** Touched within the Agile window; null without a swap device (not tracked). */
   readonly workingSetBytes: number | null;
+  /** How long a page must go untouched to leave the working set (Agile widens it when evicted
+   * pages come back soon); null without a swap device. */
+  readonly workingSetWindowMs: number | null;
   /** Evicted pages whose write to the swap device is not yet durable. */
   readonly pendingSwapBytes: number;
   /** Why the Agile policy's last epoch failed, if it did (it retries every epoch). */
@@ -94,6 +97,7 @@ export class VmPaging {
       residentBytes: resident * PAGE_SIZE,
       swappedBytes: swapped * PAGE_SIZE,
       workingSetBytes: this.agile ? this.agile.tracker.workingSetPages() * PAGE_SIZE : null,
+      workingSetWindowMs: this.agile ? this.agile.tracker.windowEpochs * this.agile.options.epochMs : null,
       pendingSwapBytes: (this.swap?.pendingPages ?? 0) * PAGE_SIZE,
       ...(this.agile?.error !== undefined ? { agileError: this.agile.error } : {}),
     };
