@@ -47,7 +47,7 @@ const SWAP_PORT = 10820;
 /** Pre-copy's give-up rules: the run hit a cap rather than converging. */
 const CAP_RULES = new Set(['max-rounds', 'sent-3x-memory', 'no-progress']);
 
-interface MemoryRow { total_mib: number; resident_mib: number; swapped_mib: number; working_set_mib: number }
+interface MemoryRow { total_mib: number; resident_mib: number; swapped_mib: number; working_set_mib: number | null }
 
 interface ModeRow {
   mode: MigrationMode;
@@ -93,7 +93,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 function memoryRow(m: VmMemoryView | null): MemoryRow | null {
   if (!m) return null;
   const mib = (b: number) => Math.round((b / 1048576) * 10) / 10;
-  return { total_mib: mib(m.totalBytes), resident_mib: mib(m.residentBytes), swapped_mib: mib(m.swappedBytes), working_set_mib: mib(m.workingSetBytes) };
+  return { total_mib: mib(m.totalBytes), resident_mib: mib(m.residentBytes), swapped_mib: mib(m.swappedBytes), working_set_mib: m.workingSetBytes === null ? null : mib(m.workingSetBytes) };
 }
 
 function errorOf(e: unknown): { code: string; message: string } {

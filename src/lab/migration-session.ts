@@ -62,7 +62,7 @@ export interface VmMemoryView {
   readonly totalBytes: number;
   readonly residentBytes: number;
   readonly swappedBytes: number;
-  readonly workingSetBytes: number;
+  readonly workingSetBytes: number | null;
 }
 
 /** One migration as the demo and the benchmark report it. */

@@ -150,9 +150,9 @@ export class Vm implements VmHandle, MigratableVm {
     });
   }
 
-  /** A VM with a swap device tracks its working set and keeps cold pages there from the start. */
+  /** Memory sizes are reported from the start; a VM with a swap device also tracks its working
+   * set and keeps cold pages there. */
   private async startPaging(link: Link): Promise<void> {
-    if (this.config.swap === undefined) return;
     await this.attachMemory(link);
     this.paging?.agile?.start();
   }

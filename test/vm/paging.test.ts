@@ -497,3 +497,30 @@ test('working set: late reuses are touches after idling half the window or more'
   assert.equal(t.windowEpochs, 8);
   assert.throws(() => { t.windowEpochs = 0; }, RangeError);
 });
+
+test('agile: a one-off touch of every evicted page (freed memory reused, a scan) does not widen the window', async () => {
+  const m = fakeMemory(512);
+  fillAll(m);
+  const device = new MemoryBlockBackend(m.ramSize);
+  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  let scan = false;
+  const port: AgileWorkerPort = {
+    harvestAccess: async () => {
+      const log = new Uint8Array(m.pageCount);
+      if (scan) log.fill(1);
+      return log;
+    },
+    evict: async (pages, mark) => ({ pages: [...pages], data: evict(m, pages, mark) }),
+  };
+  const agile = new AgileMemory(asGuest(m), swap, port, { epochMs: 1, coldEpochs: 2, maxEvictPerEpoch: 100_000 });
+  const epoch = (): Promise<void> => (agile as unknown as { epoch(): Promise<void> }).epoch();
+  for (let i = 0; i < 4; i++) await epoch();
+  assert.equal(countMarked(m, ABSENT_SWAP), 512, 'all idle pages evicted');
+  scan = true;
+  await swap.fetch(range(0, 512));
+  await epoch();
+  scan = false;
+  assert.equal(agile.refaults, 512, 'every page refaulted once');
+  assert.equal(agile.tracker.windowEpochs, 2, 'a first refault does not widen the window');
+  await swap.drain();
+});

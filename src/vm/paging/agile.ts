@@ -28,7 +28,7 @@ export interface AgileWorkerPort {
 
 const EVICT_BATCH = 256;
 /** A page touched within this many windows of its eviction was evicted wrongly: a refault. */
-const REFAULT_HORIZON_WINDOWS = 2;
+const REFAULT_HORIZON_WINDOWS = 4;
 /** Refaults in one epoch that widen the window: at least this many... */
 const REFAULT_MIN = 16;
 /** ...and at least this share of the pages evicted within the horizon (1/20). */
@@ -46,6 +46,9 @@ export class AgileMemory {
   private lastError: string | undefined;
   /** Per page: 1 + the epoch this policy evicted it in; 0 when not being watched for a refault. */
   private readonly evictedAt: Uint32Array;
+  /** Per page: 1 once it has refaulted. Only a page's second and later refaults say the window
+   * is too narrow: a first one is as often a one-off (the guest reusing freed memory, a scan). */
+  private readonly refaultedOnce: Uint8Array;
   /** Pages evicted per epoch, newest last, over the refault horizon. */
   private readonly evictedPerEpoch: number[] = [];
   private quietEpochs = 0;
@@ -59,6 +62,7 @@ export class AgileMemory {
     this.tracker = new WorkingSetTracker(mem.pageCount, options.coldEpochs);
     this.zero = new ZeroPages(mem.bytes);
     this.evictedAt = new Uint32Array(mem.pageCount);
+    this.refaultedOnce = new Uint8Array(mem.pageCount);
   }
 
   /** Evicted pages the guest touched again within the refault horizon, since start. */
@@ -134,7 +138,7 @@ export class AgileMemory {
   private horizon(): number { return this.tracker.windowEpochs * REFAULT_HORIZON_WINDOWS; }
 
   /** Watched pages the guest touched this epoch (each counted once), forgetting stale ones;
-   * returns those evicted under the current window. */
+   * returns the repeated refaults of pages evicted under the current window. */
   private countRefaults(log: Uint8Array): number {
     const now = this.tracker.observed;
     const horizon = this.horizon();
@@ -146,7 +150,8 @@ export class AgileMemory {
       if (stamp === 0) continue;
       if (log[p] !== 0) {
         all++;
-        if (stamp > this.widenedStamp) current++;
+        if (stamp > this.widenedStamp && this.refaultedOnce[p] !== 0) current++;
+        this.refaultedOnce[p] = 1;
         at[p] = 0;
       } else if (now - stamp >= horizon) {
         at[p] = 0;
@@ -160,8 +165,8 @@ export class AgileMemory {
    * Linux's refault idea at page granularity: an evicted page touched again soon means the window
    * was shorter than the guest's reuse distance, and evicting more would thrash (a writer that
    * visits its hot set more slowly than the window loses it to the swap device and then runs
-   * at the device's speed). Doubles the window on a burst of refaults of pages evicted under
-   * it. Halves it back towards the configured one only after two windows with neither refaults
+   * at the device's speed). Doubles the window on a burst of repeated refaults (a page's second
+   * or later) of pages evicted under it. Halves it back towards the configured one only after two windows with neither refaults
    * nor late reuses (which a narrower window would turn into refaults: no oscillation).
    * Returns whether it widened.
    */
