@@ -70,6 +70,8 @@ interface ModeRow {
   /** The VM's memory as its daemon reported it just before the migration (null: not reported). */
   memory_before: MemoryRow | null;
   report_mode: string | null;
+  /** Milliseconds per stage of the source's report (where the total went). */
+  stages_ms: Record<string, number> | null;
   postcopy: unknown;
   agile: unknown;
 }
@@ -158,7 +160,8 @@ async function migrateOnce(session: MigrationSession, name: string, mode: Migrat
       writer_pages_per_s_during: during,
       throughput_ratio: before && during !== null && before.pagesPerSec > 0 ? round2(during / before.pagesPerSec) : null,
       guest_alive_after: m.guestAliveAfter, memory_verified: m.memoryVerified,
-      report_mode: r.mode ?? null, postcopy: r.postcopy ?? null, agile: r.agile ?? null,
+      report_mode: r.mode ?? null, stages_ms: Object.fromEntries(r.stages.map((s) => [s.stage, Math.round(s.durationMs)])),
+      postcopy: r.postcopy ?? null, agile: r.agile ?? null,
     };
     log(`${name}/${mode}: ${JSON.stringify(row)}`);
     return row;
@@ -170,7 +173,7 @@ async function migrateOnce(session: MigrationSession, name: string, mode: Migrat
       ...base, to: from === 'host-a' ? 'host-b' : 'host-a', outcome: 'error', error,
       total_ms: null, downtime_ms: null, bytes: null, rounds: null, stop_rule: null, client_gap_ms: null, game_packets_lost: null,
       writer_pages_per_s_during: null, throughput_ratio: null,
-      guest_alive_after: alive, memory_verified: verified, report_mode: null, postcopy: null, agile: null,
+      guest_alive_after: alive, memory_verified: verified, report_mode: null, stages_ms: null, postcopy: null, agile: null,
     };
   }
 }

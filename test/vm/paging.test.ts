@@ -524,3 +524,22 @@ test('agile: a one-off touch of every evicted page (freed memory reused, a scan)
   assert.equal(agile.tracker.windowEpochs, 2, 'a first refault does not widen the window');
   await swap.drain();
 });
+
+test('swap: stores whose writes finish before a queued flush starts share that one flush', async () => {
+  const m = fakeMemory(256);
+  const image = fillAll(m);
+  const device = new GatedBackend(m.ramSize);
+  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  device.holdWrites();
+  const stores = [range(0, 64), range(64, 128), range(128, 192)].map((pages) => swap.store(pages, evict(m, pages)));
+  await tick();
+  device.releaseWrites();
+  await Promise.all(stores);
+  assert.equal(device.flushes, 1, 'one flush made all three durable');
+  assert.equal(swap.pendingPages, 0);
+  // A store after that flush gets its own.
+  await swap.store([200], evict(m, [200]));
+  assert.equal(device.flushes, 2);
+  await swap.fetch(range(0, 256));
+  assert.ok(same(m.bytes, image));
+});

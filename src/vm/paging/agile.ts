@@ -96,11 +96,14 @@ export class AgileMemory {
     this.suspended = Math.max(0, this.suspended - 1);
   }
 
-  /** Evicts up to `limit` cold, non-zero, resident pages; returns how many went. */
+  /** Evicts up to `limit` cold, non-zero, resident pages; resolves once they are durable on the
+   * swap device, with how many went. */
   async evictCold(limit: number): Promise<number> {
     const mem = this.mem;
     let batch: number[] = [];
     let evicted = 0;
+    // Writes of one batch overlap the worker's eviction of the next; the flushes are shared.
+    const stores: Promise<void>[] = [];
     const flush = async (): Promise<void> => {
       if (batch.length === 0) return;
       const r = await this.port.evict(batch, ABSENT_SWAP);
@@ -109,7 +112,9 @@ export class AgileMemory {
       evicted += r.pages.length;
       const stamp = this.tracker.observed + 1;
       for (const p of r.pages) this.evictedAt[p] = stamp;
-      await this.swap.store(r.pages, r.data);
+      const stored = this.swap.store(r.pages, r.data);
+      stored.catch(() => undefined); // awaited below
+      stores.push(stored);
     };
     for (let p = 0; p < mem.pageCount && evicted + batch.length < limit; p++) {
       if (mem.absent[p] !== 0 || !this.tracker.isCold(p) || this.zero.isZero(p)) continue;
@@ -117,6 +122,7 @@ export class AgileMemory {
       if (batch.length === EVICT_BATCH) await flush();
     }
     await flush();
+    await Promise.all(stores);
     return evicted;
   }
 

@@ -25,6 +25,8 @@ export interface SwapStats {
 export class SwapStore implements PageSupplier {
   private readonly pending = new Map<number, Uint8Array>();
   private tail: Promise<unknown> = Promise.resolve();
+  /** A flush queued behind the I/O but not started yet: stores whose writes are done join it. */
+  private nextFlush: Promise<void> | undefined;
   readonly stats: SwapStats = { pagesWritten: 0, pagesRead: 0, reads: 0 };
 
   constructor(private readonly device: BlockBackend, private readonly mem: GuestMemory, readonly identity: string) {
@@ -40,17 +42,33 @@ export class SwapStore implements PageSupplier {
   store(pages: readonly number[], data: Uint8Array): Promise<void> {
     const chunks = pages.map((p, i) => data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
     pages.forEach((p, i) => this.pending.set(p, chunks[i]!));
-    return this.serial(async () => {
+    const written = this.serial(async () => {
       let at = 0;
       for (const run of pageRuns(pages, MAX_WRITE_PAGES)) {
         await this.device.write(run.first * PAGE_SIZE, data.subarray(at * PAGE_SIZE, (at + run.count) * PAGE_SIZE));
         at += run.count;
       }
-      await this.device.flush();
+    });
+    return written.then(() => this.flushAfterWrites()).then(() => {
       this.stats.pagesWritten += pages.length;
       // Only if not evicted again meanwhile with newer content.
       pages.forEach((p, i) => { if (this.pending.get(p) === chunks[i]) this.pending.delete(p); });
     });
+  }
+
+  /**
+   * Group commit: one flush covers every write completed before it starts. Called once a
+   * store's writes are done, so a flush still waiting in the queue runs after them and may be
+   * shared; one already started may not have covered them, and a new one is queued.
+   */
+  private flushAfterWrites(): Promise<void> {
+    if (this.nextFlush) return this.nextFlush;
+    const flush = this.serial(async () => {
+      this.nextFlush = undefined;
+      await this.device.flush();
+    });
+    this.nextFlush = flush;
+    return flush;
   }
 
   /** Waits for every write so far to be durable. */
