@@ -543,3 +543,18 @@ test('swap: stores whose writes finish before a queued flush starts share that o
   await swap.fetch(range(0, 256));
   assert.ok(same(m.bytes, image));
 });
+
+test('swap: drain waits for the flush of every store before it', async () => {
+  const m = fakeMemory(64);
+  fillAll(m);
+  const device = new GatedBackend(m.ramSize);
+  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  device.holdWrites();
+  void swap.store([3, 4], evict(m, [3, 4]));
+  const drained = swap.drain();
+  await tick();
+  device.releaseWrites();
+  await drained;
+  assert.equal(device.flushes, 1, 'the store was flushed before drain resolved');
+  assert.equal(swap.pendingPages, 0);
+});

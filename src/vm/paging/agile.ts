@@ -172,9 +172,9 @@ export class AgileMemory {
    * was shorter than the guest's reuse distance, and evicting more would thrash (a writer that
    * visits its hot set more slowly than the window loses it to the swap device and then runs
    * at the device's speed). Doubles the window on a burst of repeated refaults (a page's second
-   * or later) of pages evicted under it. Halves it back towards the configured one only after two windows with neither refaults
-   * nor late reuses (which a narrower window would turn into refaults: no oscillation).
-   * Returns whether it widened.
+   * or later) of pages evicted under it. Halves it back towards the configured one only after
+   * two windows with neither refaults nor late reuses (which a narrower window would turn into
+   * refaults: no oscillation). Returns whether it widened.
    */
   private adaptWindow(refaults: number, lateReuses: number): boolean {
     const tracker = this.tracker;

@@ -27,6 +27,8 @@ export class SwapStore implements PageSupplier {
   private tail: Promise<unknown> = Promise.resolve();
   /** A flush queued behind the I/O but not started yet: stores whose writes are done join it. */
   private nextFlush: Promise<void> | undefined;
+  /** Stores not yet durable (their flush is queued only once their writes are done). */
+  private readonly unsettled = new Set<Promise<void>>();
   readonly stats: SwapStats = { pagesWritten: 0, pagesRead: 0, reads: 0 };
 
   constructor(private readonly device: BlockBackend, private readonly mem: GuestMemory, readonly identity: string) {
@@ -49,11 +51,14 @@ export class SwapStore implements PageSupplier {
         at += run.count;
       }
     });
-    return written.then(() => this.flushAfterWrites()).then(() => {
+    const durable = written.then(() => this.flushAfterWrites()).then(() => {
       this.stats.pagesWritten += pages.length;
       // Only if not evicted again meanwhile with newer content.
       pages.forEach((p, i) => { if (this.pending.get(p) === chunks[i]) this.pending.delete(p); });
     });
+    this.unsettled.add(durable);
+    void durable.then(() => this.unsettled.delete(durable), () => this.unsettled.delete(durable));
+    return durable;
   }
 
   /**
@@ -71,8 +76,9 @@ export class SwapStore implements PageSupplier {
     return flush;
   }
 
-  /** Waits for every write so far to be durable. */
+  /** Waits for every store so far to be durable (or failed: its pages stay in `pending`). */
   async drain(): Promise<void> {
+    await Promise.allSettled([...this.unsettled]);
     await this.serial(async () => undefined);
   }
 
