@@ -252,7 +252,7 @@ test('swap: a page evicted again while an older read is queued never comes back 
   assert.ok(same(pageOf(m, 10), v1));
 });
 
-test('swap: reads and writes are serialised in call order', async () => {
+test('swap: one device operation at a time; a read waits for the write under way', async () => {
   const m = fakeMemory(64);
   fillAll(m);
   const device = new GatedBackend(m.ramSize);
@@ -557,4 +557,28 @@ test('swap: drain waits for the flush of every store before it', async () => {
   await drained;
   assert.equal(device.flushes, 1, 'the store was flushed before drain resolved');
   assert.equal(swap.pendingPages, 0);
+});
+
+test('swap: a fault read goes ahead of queued eviction writes, and still never returns a stale page', async () => {
+  const m = fakeMemory(256);
+  const image = fillAll(m);
+  const device = new GatedBackend(m.ramSize);
+  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  // Version 0 of pages 0..63 is on the device; pages 0..3 are absent.
+  await swap.store(range(0, 64), m.bytes.slice(0, 64 * PAGE_SIZE));
+  evict(m, range(0, 4));
+  device.log.length = 0;
+  device.holdWrites();
+  const a = swap.store(range(128, 192), evict(m, range(128, 192))); // under way (held)
+  await tick();
+  // Page 5 is rewritten and evicted: its write queues behind `a`, the device keeps version 0.
+  m.bytes.set(pattern(5, 1), 5 * PAGE_SIZE);
+  const b = swap.store([5], evict(m, [5]));
+  const fault = swap.fetch([2]);
+  await tick();
+  device.releaseWrites();
+  await Promise.all([a, b, fault]);
+  assert.deepEqual(device.log, ['write 128+64', 'read 0+6', 'write 5+1'], 'the read passed the queued write');
+  for (const p of [0, 1, 2, 3]) assert.ok(same(pageOf(m, p), image.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE)), `page ${p} exact`);
+  assert.ok(same(pageOf(m, 5), pattern(5, 1)), 'page 5 came from pending, not the device\'s older copy');
 });

@@ -175,20 +175,22 @@ export class PrecopySender {
     await source.beginMigrationOut(this.peer);
     this.migratingOut = true;
     const mem = await source.memory();
-    if (needs.swap) {
-      if (!source.swapOutCold) throw new MigrationError('MIGRATION_UNSUPPORTED', 'this VM cannot swap out: Agile migration needs a swap device');
-      try {
-        this.swapOut = await source.swapOutCold();
-      } catch (e) {
-        throw new MigrationError('MIGRATION_UNSUPPORTED', e instanceof Error ? e.message : String(e), { cause: e });
-      }
-    }
+    const swapOutCold = source.swapOutCold?.bind(source);
+    if (needs.swap && !swapOutCold) throw new MigrationError('MIGRATION_UNSUPPORTED', 'this VM cannot swap out: Agile migration needs a swap device');
     const swapped = () => mem.absent.some((a) => a === ABSENT_SWAP);
-    if ((needs.postcopy || swapped()) && this.version < POSTCOPY_VERSION) {
+    if ((needs.postcopy || needs.swap || swapped()) && this.version < POSTCOPY_VERSION) {
       throw new MigrationError('MIGRATION_UNSUPPORTED', `${needs.postcopy ? `${this.mode} migration` : 'a VM with pages on its swap device'} needs protocol version ${POSTCOPY_VERSION}; the destination speaks ${this.version}`);
     }
     this.tracker.move({ kind: 'reservation' });
     await ch.send(configMessage(source.config));
+    // Agile's swap-out runs while the destination reserves: neither waits for the other.
+    if (needs.swap) {
+      try {
+        this.swapOut = await swapOutCold!();
+      } catch (e) {
+        throw new MigrationError('MIGRATION_UNSUPPORTED', e instanceof Error ? e.message : String(e), { cause: e });
+      }
+    }
     await ch.expect(['Reserved'], this.timeouts.reserveMs, 'reservation');
 
     const planner = new PrecopyPlanner({

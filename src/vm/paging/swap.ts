@@ -1,9 +1,13 @@
 // The VM's swap device (Agile): a block device on shared storage, page N at offset N x 4096.
 // Evicted pages are kept in `pending` until their write is durable, so a fault in between is
-// served from there. I/O is serialised: a read that follows a write sees it, so a page
-// evicted, faulted in, rewritten and evicted again can never come back stale. Faults read
-// around the page (a cluster of neighbours still on the device), as Linux's swap readahead:
-// one round trip brings a run of cold pages back.
+// served from there. The device does one operation at a time, and a fault's read goes ahead of
+// every queued eviction write: a vCPU stalls on the read, while eviction is background work
+// that can be seconds of writes on a slow link (a writer whose faults queued behind that
+// backlog stopped dead). Jumping the queue cannot return a stale page: a write that has not
+// started has its pages still in `pending`, and the read's result is installed before the next
+// operation starts, with `pending` winning over the device's copy. Faults read around the page
+// (a cluster of neighbours still on the device), as Linux's swap readahead: one round trip
+// brings a run of cold pages back.
 
 import type { BlockBackend } from '../../storage/backend.js';
 import type { GuestMemory } from '../../machine/memory/guest-memory.js';
@@ -24,7 +28,10 @@ export interface SwapStats {
 
 export class SwapStore implements PageSupplier {
   private readonly pending = new Map<number, Uint8Array>();
-  private tail: Promise<unknown> = Promise.resolve();
+  /** Operations waiting for the device: fault reads first, then writes and flushes in order. */
+  private readonly reads: (() => void)[] = [];
+  private readonly writes: (() => void)[] = [];
+  private busy = false;
   /** A flush queued behind the I/O but not started yet: stores whose writes are done join it. */
   private nextFlush: Promise<void> | undefined;
   /** Stores not yet durable (their flush is queued only once their writes are done). */
@@ -44,7 +51,7 @@ export class SwapStore implements PageSupplier {
   store(pages: readonly number[], data: Uint8Array): Promise<void> {
     const chunks = pages.map((p, i) => data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
     pages.forEach((p, i) => this.pending.set(p, chunks[i]!));
-    const written = this.serial(async () => {
+    const written = this.enqueue(false, async () => {
       let at = 0;
       for (const run of pageRuns(pages, MAX_WRITE_PAGES)) {
         await this.device.write(run.first * PAGE_SIZE, data.subarray(at * PAGE_SIZE, (at + run.count) * PAGE_SIZE));
@@ -68,7 +75,7 @@ export class SwapStore implements PageSupplier {
    */
   private flushAfterWrites(): Promise<void> {
     if (this.nextFlush) return this.nextFlush;
-    const flush = this.serial(async () => {
+    const flush = this.enqueue(false, async () => {
       this.nextFlush = undefined;
       await this.device.flush();
     });
@@ -79,7 +86,7 @@ export class SwapStore implements PageSupplier {
   /** Waits for every store so far to be durable (or failed: its pages stay in `pending`). */
   async drain(): Promise<void> {
     await Promise.allSettled([...this.unsettled]);
-    await this.serial(async () => undefined);
+    await this.enqueue(false, async () => undefined);
   }
 
   async fetch(pages: readonly number[]): Promise<void> {
@@ -93,9 +100,7 @@ export class SwapStore implements PageSupplier {
     const clusters = new Set(fromDevice.map((p) => Math.floor(p / CLUSTER_PAGES)));
     // All served from `pending`: no need to wait behind the writes.
     if (clusters.size === 0) return;
-    await this.serial(async () => {
-      for (const c of clusters) await this.readCluster(c);
-    });
+    await Promise.all([...clusters].map((c) => this.enqueue(true, () => this.readCluster(c))));
   }
 
   private async readCluster(cluster: number): Promise<void> {
@@ -115,10 +120,25 @@ export class SwapStore implements PageSupplier {
     }
   }
 
-  private serial<T>(op: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(op, op);
-    this.tail = run.catch(() => undefined);
-    return run;
+  /** Runs `op` when the device is free: queued fault reads before queued writes. */
+  private enqueue<T>(read: boolean, op: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      (read ? this.reads : this.writes).push(() => {
+        op().then(resolve, reject).finally(() => {
+          this.busy = false;
+          this.startNext();
+        });
+      });
+      this.startNext();
+    });
+  }
+
+  private startNext(): void {
+    if (this.busy) return;
+    const start = this.reads.shift() ?? this.writes.shift();
+    if (!start) return;
+    this.busy = true;
+    start();
   }
 
   close(): Promise<void> {
