@@ -31,8 +31,9 @@ const EVICT_BATCH = 256;
 const REFAULT_HORIZON_WINDOWS = 4;
 /** Refaults in one epoch that widen the window: at least this many... */
 const REFAULT_MIN = 16;
-/** ...and at least this share of the pages evicted within the horizon (1/20). */
-const REFAULT_SHARE_INV = 20;
+/** ...and at least a quarter of the pages evicted per epoch over the horizon (thrashing
+ * refaults about as many pages per epoch as it evicts). */
+const REFAULT_SHARE_INV = 4;
 /** The widest the window grows (epochs). */
 const MAX_WINDOW_EPOCHS = 128;
 
@@ -97,8 +98,9 @@ export class AgileMemory {
   }
 
   /** Evicts up to `limit` cold, non-zero, resident pages; resolves once they are durable on the
-   * swap device, with how many went. */
-  async evictCold(limit: number): Promise<number> {
+   * swap device, with how many went. The policy's own epochs stop early when a migration
+   * suspends them (on a slow link a full epoch of writes takes seconds). */
+  async evictCold(limit: number, stopWhenSuspended = false): Promise<number> {
     const mem = this.mem;
     let batch: number[] = [];
     let evicted = 0;
@@ -115,8 +117,11 @@ export class AgileMemory {
       const stored = this.swap.store(r.pages, r.data);
       stored.catch(() => undefined); // awaited below
       stores.push(stored);
+      // At most two batches ahead of the device, so stopping early waits for little.
+      if (stores.length >= 2) await stores[stores.length - 2];
     };
     for (let p = 0; p < mem.pageCount && evicted + batch.length < limit; p++) {
+      if (stopWhenSuspended && this.suspended > 0) break;
       if (mem.absent[p] !== 0 || !this.tracker.isCold(p) || this.zero.isZero(p)) continue;
       batch.push(p);
       if (batch.length === EVICT_BATCH) await flush();
@@ -135,7 +140,7 @@ export class AgileMemory {
     const lateReuses = this.tracker.observe(log);
     const widened = this.adaptWindow(this.countRefaults(log), lateReuses);
     let evicted = 0;
-    if (!widened && this.suspended === 0 && !this.stopped) evicted = await this.evictCold(this.options.maxEvictPerEpoch);
+    if (!widened && this.suspended === 0 && !this.stopped) evicted = await this.evictCold(this.options.maxEvictPerEpoch, true);
     this.evictedPerEpoch.push(evicted);
     while (this.evictedPerEpoch.length > this.horizon()) this.evictedPerEpoch.shift();
     this.lastError = undefined;
@@ -178,8 +183,8 @@ export class AgileMemory {
    */
   private adaptWindow(refaults: number, lateReuses: number): boolean {
     const tracker = this.tracker;
-    const recent = this.evictedPerEpoch.reduce((a, b) => a + b, 0);
-    if (refaults >= REFAULT_MIN && refaults * REFAULT_SHARE_INV >= recent) {
+    const perEpoch = this.evictedPerEpoch.reduce((a, b) => a + b, 0) / Math.max(1, this.evictedPerEpoch.length);
+    if (refaults >= REFAULT_MIN && refaults * REFAULT_SHARE_INV >= perEpoch) {
       this.quietEpochs = 0;
       this.widenedStamp = tracker.observed + 1;
       if (tracker.windowEpochs >= MAX_WINDOW_EPOCHS) return true;
