@@ -12,7 +12,7 @@ import { WorkingSetTracker } from '../../src/vm/paging/working-set.js';
 import { SwapStore } from '../../src/vm/paging/swap.js';
 import { PageServer, type PageSupplier } from '../../src/vm/paging/page-server.js';
 import { ABSENT_PEER, ABSENT_SWAP, PAGE_SIZE, PRESENT, installPage, markedRuns, countMarked } from '../../src/vm/paging/marks.js';
-import { AgileMemory, type AgileWorkerPort } from '../../src/vm/paging/agile.js';
+import { AgileMemory, type AgileOptions, type AgileWorkerPort } from '../../src/vm/paging/agile.js';
 
 const CLUSTER = 64;
 
@@ -100,6 +100,18 @@ class GatedBackend extends MemoryBlockBackend {
 
 function tick(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** An Agile policy over filled fake memory with an in-memory swap device; `harvestAccess` plays
+ * the worker's access log, eviction is the worker's. `epoch` runs one epoch by hand. */
+function agileRig(pageCount: number, harvestAccess: () => Promise<Uint8Array>, options: AgileOptions) {
+  const m = fakeMemory(pageCount);
+  fillAll(m);
+  const swap = new SwapStore(new MemoryBlockBackend(m.ramSize), asGuest(m), 'mem://swap');
+  const port: AgileWorkerPort = { harvestAccess, evict: async (pages, mark) => ({ pages: [...pages], data: evict(m, pages, mark) }) };
+  const agile = new AgileMemory(asGuest(m), swap, port, options);
+  const epoch = (): Promise<void> => (agile as unknown as { epoch(): Promise<void> }).epoch();
+  return { m, swap, agile, epoch };
 }
 
 // --- WorkingSetTracker ---------------------------------------------------------------------
@@ -406,21 +418,13 @@ test('agile: cold, non-zero, resident pages go to the swap device and fault back
 });
 
 test('agile epochs: none reach the worker while suspended; a failing epoch is reported and cleared by the next', async () => {
-  const m = fakeMemory(64);
-  fillAll(m);
-  const device = new MemoryBlockBackend(m.ramSize);
-  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
   let harvests = 0;
   let failNext = false;
-  const port: AgileWorkerPort = {
-    harvestAccess: async () => {
-      harvests++;
-      if (failNext) { failNext = false; throw new Error('worker gone'); }
-      return new Uint8Array(m.pageCount);
-    },
-    evict: async (pages, mark) => ({ pages: [...pages], data: evict(m, pages, mark) }),
-  };
-  const agile = new AgileMemory(asGuest(m), swap, port, { epochMs: 5, coldEpochs: 2, maxEvictPerEpoch: 1000 });
+  const { m, swap, agile } = agileRig(64, async () => {
+    harvests++;
+    if (failNext) { failNext = false; throw new Error('worker gone'); }
+    return new Uint8Array(64);
+  }, { epochMs: 5, coldEpochs: 2, maxEvictPerEpoch: 1000 });
   const until = async (cond: () => boolean, what: string): Promise<void> => {
     const deadline = Date.now() + 2000;
     while (!cond()) {
@@ -442,29 +446,21 @@ test('agile epochs: none reach the worker while suspended; a failing epoch is re
 });
 
 test('agile: evicted pages touched again soon widen the window (no thrashing), quiet epochs narrow it back', async () => {
-  const m = fakeMemory(1024);
-  fillAll(m);
-  const device = new MemoryBlockBackend(m.ramSize);
-  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
   // The guest visits pages 0..511 in turn, 64 per epoch: a reuse distance of 8 epochs, longer
   // than the 2-epoch window, so the window first calls most of its set cold.
-  let epoch = 0;
+  let epochs = 0;
   let visiting = true;
-  const port: AgileWorkerPort = {
-    harvestAccess: async () => {
-      const log = new Uint8Array(m.pageCount);
-      if (visiting) for (let p = (epoch % 8) * 64; p < (epoch % 8 + 1) * 64; p++) log[p] = 1;
-      epoch++;
-      return log;
-    },
-    evict: async (pages, mark) => ({ pages: [...pages], data: evict(m, pages, mark) }),
-  };
-  const agile = new AgileMemory(asGuest(m), swap, port, { epochMs: 1, coldEpochs: 2, maxEvictPerEpoch: 100_000 });
-  const run = async (epochs: number): Promise<void> => {
-    for (let i = 0; i < epochs; i++) {
-      await (agile as unknown as { epoch(): Promise<void> }).epoch();
+  const { m, swap, agile, epoch } = agileRig(1024, async () => {
+    const log = new Uint8Array(1024);
+    if (visiting) for (let p = (epochs % 8) * 64; p < (epochs % 8 + 1) * 64; p++) log[p] = 1;
+    epochs++;
+    return log;
+  }, { epochMs: 1, coldEpochs: 2, maxEvictPerEpoch: 100_000 });
+  const run = async (n: number): Promise<void> => {
+    for (let i = 0; i < n; i++) {
+      await epoch();
       // A touched absent page faults back in (what the page server does for the vCPU).
-      const touched = range((epoch - 1) % 8 * 64, ((epoch - 1) % 8 + 1) * 64).filter((p) => visiting && m.absent[p] === ABSENT_SWAP);
+      const touched = range((epochs - 1) % 8 * 64, ((epochs - 1) % 8 + 1) * 64).filter((p) => visiting && m.absent[p] === ABSENT_SWAP);
       if (touched.length > 0) await swap.fetch(touched);
     }
   };
@@ -499,21 +495,8 @@ test('working set: late reuses are touches after idling half the window or more'
 });
 
 test('agile: a one-off touch of every evicted page (freed memory reused, a scan) does not widen the window', async () => {
-  const m = fakeMemory(512);
-  fillAll(m);
-  const device = new MemoryBlockBackend(m.ramSize);
-  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
   let scan = false;
-  const port: AgileWorkerPort = {
-    harvestAccess: async () => {
-      const log = new Uint8Array(m.pageCount);
-      if (scan) log.fill(1);
-      return log;
-    },
-    evict: async (pages, mark) => ({ pages: [...pages], data: evict(m, pages, mark) }),
-  };
-  const agile = new AgileMemory(asGuest(m), swap, port, { epochMs: 1, coldEpochs: 2, maxEvictPerEpoch: 100_000 });
-  const epoch = (): Promise<void> => (agile as unknown as { epoch(): Promise<void> }).epoch();
+  const { m, swap, agile, epoch } = agileRig(512, async () => new Uint8Array(512).fill(scan ? 1 : 0), { epochMs: 1, coldEpochs: 2, maxEvictPerEpoch: 100_000 });
   for (let i = 0; i < 4; i++) await epoch();
   assert.equal(countMarked(m, ABSENT_SWAP), 512, 'all idle pages evicted');
   scan = true;

@@ -6,7 +6,7 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { Vcpu } from '../cpu/vcpu.js';
 import { ExitReason } from '../cpu/exports.js';
-import { GuestMemory } from '../memory/guest-memory.js';
+import { GuestMemory, PAGE_SIZE } from '../memory/guest-memory.js';
 import { MmioBus } from '../devices/bus.js';
 import { Uart16550 } from '../devices/uart16550.js';
 import { Plic } from '../devices/plic.js';
@@ -300,11 +300,11 @@ export class Machine {
   evictPages(pages: readonly number[], mark: number): { pages: number[]; data: Uint8Array } {
     const mem = this.memory;
     const taken = pages.filter((p) => Number.isInteger(p) && p >= 0 && p < mem.pageCount && mem.absent[p] === 0);
-    const data = new Uint8Array(taken.length * 4096);
+    const data = new Uint8Array(taken.length * PAGE_SIZE);
     taken.forEach((p, i) => {
-      data.set(mem.bytes.subarray(p * 4096, (p + 1) * 4096), i * 4096);
+      data.set(mem.bytes.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), i * PAGE_SIZE);
       mem.absent[p] = mark;
-      mem.bytes.fill(0, p * 4096, (p + 1) * 4096);
+      mem.bytes.fill(0, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
     });
     this.vcpu.exports.tlbFlush();
     return { pages: taken, data };

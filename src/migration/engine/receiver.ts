@@ -217,15 +217,14 @@ export class MigrationReceiver {
 
   /** The VM runs; pages arrive pushed or requested until the source says all went. */
   private async receivePostcopy(ch: MigrationChannel, peer: PeerPages, target: MigrationTarget): Promise<void> {
-    let pagesInFrames = 0;
     for (;;) {
       const m = await ch.next(this.timeouts.idleMs, 'post-copy pages');
       if (m.type === 'Pages') {
         this.pagesReceived += m.pages.length;
-        pagesInFrames += m.pages.length;
         peer.deliver(m);
-        // Opens the source's push window (src/migration/postcopy/pusher.ts).
-        await ch.send({ type: 'PostcopyAck', pagesReceived: pagesInFrames });
+        // Opens the source's push window (src/migration/postcopy/pusher.ts): every page of every
+        // post-copy frame so far, installed or a duplicate.
+        await ch.send({ type: 'PostcopyAck', pagesReceived: peer.received + peer.duplicates });
         continue;
       }
       if (m.type !== 'PostcopyEnd') throw new MigrationError('MIGRATION_PROTOCOL', `unexpected ${m.type} during post-copy`);

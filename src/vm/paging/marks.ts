@@ -1,6 +1,9 @@
 // What a non-zero byte in the absent map says about where the page is. The vCPU only tests
 // for non-zero; the main thread's page server picks the supplier by value.
 
+import { PAGE_SIZE } from '../../machine/memory/guest-memory.js';
+
+export { PAGE_SIZE };
 
 /** In RAM. */
 export const PRESENT = 0;
@@ -8,8 +11,6 @@ export const PRESENT = 0;
 export const ABSENT_PEER = 1;
 /** On the VM's swap device on shared storage (Agile). */
 export const ABSENT_SWAP = 2;
-
-export const PAGE_SIZE = 4096;
 
 /** The parts of guest memory paging touches (GuestMemory has them; so do test fakes). */
 export interface PagedMemory {
