@@ -1,7 +1,7 @@
 // Running ferryd as a process: the real VM factory, signal handling, and a clean exit.
 
 import { Daemon, isLoopback, parseListen, DEFAULT_LISTEN } from './daemon.js';
-import { realVmFactory, VmFactory } from './factory.js';
+import { standbyVmFactory, type VmFactory } from './factory.js';
 
 export interface RunDaemonOptions {
   readonly stateDir: string;
@@ -15,10 +15,17 @@ export async function runDaemon(options: RunDaemonOptions): Promise<number> {
   const listen = options.listen ?? DEFAULT_LISTEN;
   const log = (m: string): void => { process.stderr.write(`ferryd: ${m}\n`); };
   if (!isLoopback(parseListen(listen).host)) log(`warning: listening on ${listen}, reachable from other hosts (token-protected, not encrypted)`);
-  const daemon = await Daemon.start({
-    stateDir: options.stateDir, listen, factory: options.factory ?? realVmFactory, log,
-    ...(options.migrationListen !== undefined ? { migrationListen: options.migrationListen } : {}),
-  });
+  const factory = options.factory ?? standbyVmFactory();
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start({
+      stateDir: options.stateDir, listen, factory, log,
+      ...(options.migrationListen !== undefined ? { migrationListen: options.migrationListen } : {}),
+    });
+  } catch (e) {
+    await factory.close?.();
+    throw e;
+  }
   // Tests and scripts read these lines to learn the ports when listening on :0.
   process.stdout.write(`ferryd listening on ${daemon.url}\n`);
   process.stdout.write(`ferryd migrations on ${daemon.migrations.address}:${daemon.migrations.port}\n`);
@@ -33,6 +40,7 @@ export async function runDaemon(options: RunDaemonOptions): Promise<number> {
   });
   log(`${signal}: shutting down`);
   await daemon.close();
+  await factory.close?.();
   log('stopped');
   return 0;
 }

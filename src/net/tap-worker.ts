@@ -5,9 +5,9 @@
 // it was; and waiting for frames in poll() must block something, which must not be the thread
 // that runs the vCPU and the event loop.
 import { closeSync, constants as fsc, openSync } from 'node:fs';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import koffi from 'koffi';
-import { CONTROL_BACKLOG, CONTROL_STOP, type TapWorkerData, type TapWorkerMessage } from './tap-protocol.js';
+import { CONTROL_BACKLOG, CONTROL_STOP, type TapSetup, type ToTapWorker, type TapWorkerMessage } from './tap-protocol.js';
 
 // <linux/if_tun.h>, <linux/sockios.h>, <linux/if.h>, <sched.h>, <poll.h>, <sys/eventfd.h>
 const TUNSETIFF = 0x400454ca;
@@ -15,6 +15,8 @@ const IFF_TAP = 0x0002;
 const IFF_NO_PI = 0x1000;
 const SIOCGIFFLAGS = 0x8913;
 const SIOCSIFFLAGS = 0x8914;
+const SIOCGIFINDEX = 0x8933;
+const SIOCBRADDIF = 0x89a2;
 const IFF_UP = 0x1;
 const IFNAMSIZ = 16;
 const IFREQ_SIZE = 40;
@@ -156,6 +158,28 @@ function bringUp(libc: Libc, name: string): void {
   }
 }
 
+/** `ip link set <tap> master <bridge>` without starting a process: the bridge's own ioctl. */
+function enslave(libc: Libc, name: string, bridge: string): void {
+  const sock = libc.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) throw new SetupError('TAP_OPEN_FAILED', `socket() for SIOCBRADDIF failed: ${errnoName(libc.errno())}`);
+  try {
+    const ifr = new Uint8Array(IFREQ_SIZE);
+    new TextEncoder().encodeInto(name, ifr.subarray(0, IFNAMSIZ - 1));
+    if (libc.ioctl(sock, SIOCGIFINDEX, ifr) !== 0) throw new SetupError('TAP_OPEN_FAILED', `SIOCGIFINDEX ${name}: ${errnoName(libc.errno())}`);
+    const index = new DataView(ifr.buffer).getInt32(IFNAMSIZ, true);
+    const req = new Uint8Array(IFREQ_SIZE);
+    new TextEncoder().encodeInto(bridge, req.subarray(0, IFNAMSIZ - 1));
+    new DataView(req.buffer).setInt32(IFNAMSIZ, index, true);
+    if (libc.ioctl(sock, SIOCBRADDIF, req) !== 0) {
+      const errno = libc.errno();
+      const hint = errno === koffi.os.errno.ENODEV ? ' (no such device)' : errno === koffi.os.errno.EOPNOTSUPP || errno === koffi.os.errno.EINVAL ? ' (not a bridge?)' : '';
+      throw new SetupError('TAP_CONFIG_FAILED', `adding ${name} to bridge ${bridge} failed: ${errnoName(errno)}${hint}`, errno);
+    }
+  } finally {
+    libc.close(sock);
+  }
+}
+
 function post(msg: TapWorkerMessage, transfer: ArrayBuffer[] = []): void {
   parentPort?.postMessage(msg, transfer);
 }
@@ -220,22 +244,28 @@ function flush(scratch: Uint8Array, used: number, lengths: number[], control: In
   post({ type: 'frames', data, lengths: lens, bytes: used }, [data, lens.buffer]);
 }
 
-function main(): void {
-  const data = workerData as TapWorkerData;
-  const control = new Int32Array(data.control);
-  let libc: Libc;
-  try {
-    libc = loadLibc();
-  } catch (e) {
-    post({ type: 'error', code: 'TAP_UNAVAILABLE', message: `cannot load libc through koffi: ${String(e)}` });
+// Loaded before the setup arrives: a thread started ahead of need (startTapThread) has it ready.
+let libc: Libc | undefined;
+let libcError: string | undefined;
+try {
+  libc = loadLibc();
+} catch (e) {
+  libcError = `cannot load libc through koffi: ${String(e)}`;
+}
+
+function main(setup: TapSetup): void {
+  const control = new Int32Array(setup.control);
+  if (!libc) {
+    post({ type: 'error', code: 'TAP_UNAVAILABLE', message: libcError ?? 'libc is not loaded' });
     return;
   }
   let fd = -1;
   let wakeFd = -1;
   try {
-    if (data.namespacePath !== null) enterNamespace(libc, data.namespacePath);
-    const tap = openTap(libc, data.name);
+    if (setup.namespacePath !== null) enterNamespace(libc, setup.namespacePath);
+    const tap = openTap(libc, setup.name);
     fd = tap.fd;
+    if (setup.bridge !== null) enslave(libc, tap.name, setup.bridge);
     bringUp(libc, tap.name);
     wakeFd = libc.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wakeFd < 0) throw new SetupError('TAP_OPEN_FAILED', `eventfd failed: ${errnoName(libc.errno())}`);
@@ -248,7 +278,7 @@ function main(): void {
   }
   // Both fds stay open when this thread ends: the main thread writes frames to `fd` and closes
   // both once this thread has exited, so a late read can never hit a reused descriptor number.
-  receiveLoop(libc, fd, wakeFd, control, data.backlogLimit);
+  receiveLoop(libc, fd, wakeFd, control, setup.backlogLimit);
 }
 
-main();
+parentPort?.once('message', (msg: ToTapWorker) => main(msg.setup));

@@ -5,7 +5,7 @@ import { closeSync, writeSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { FerryError } from '../errors.js';
 import type { NetBackend } from './backend.js';
-import { CONTROL_BACKLOG, CONTROL_STOP, type TapWorkerData, type TapWorkerMessage } from './tap-protocol.js';
+import { CONTROL_BACKLOG, CONTROL_STOP, type TapSetup, type TapWorkerMessage, type ToTapWorker } from './tap-protocol.js';
 
 export interface TapOpenOptions {
   /** Interface name (at most 15 bytes). Omitted: the kernel picks tapN. */
@@ -15,6 +15,21 @@ export interface TapOpenOptions {
   namespace?: string;
   /** Received-but-undelivered bytes above which the TAP stops being read (default 4 MiB). */
   backlogLimit?: number;
+  /** Bridge (in the same namespace) the device joins before it comes up, as `ip link set
+   * master`, but by ioctl in the TAP's thread rather than a process per VM. */
+  bridge?: string;
+  /** A thread from startTapThread() to use (and own) instead of starting one: starting a
+   * thread is most of the cost of an open. */
+  thread?: Worker;
+}
+
+/** Starts the thread a TAP open needs before the device is known (see TapOpenOptions.thread).
+ * Unused, end it with terminate(). */
+export function startTapThread(): Worker {
+  // Workers inherit execArgv, and `node --input-type=module -e ...` would make the worker refuse
+  // to start from a file.
+  const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+  return new Worker(new URL('./tap-worker.js', import.meta.url), { execArgv });
 }
 
 export interface TapStats {
@@ -46,6 +61,21 @@ function runCommand(cmd: string, args: readonly string[]): Promise<void> {
   });
 }
 
+function tapSetup(opts: TapOpenOptions): TapSetup {
+  const name = opts.name ?? '';
+  if (name !== '' && !IFNAME_RE.test(name)) {
+    throw new FerryError('TAP_BAD_NAME', `invalid interface name ${JSON.stringify(name)}: 1-15 characters from [A-Za-z0-9_.:-]`);
+  }
+  if (opts.bridge !== undefined && !IFNAME_RE.test(opts.bridge)) throw new FerryError('TAP_BAD_NAME', `invalid bridge name ${JSON.stringify(opts.bridge)}`);
+  let namespacePath: string | null = null;
+  if (opts.namespace !== undefined) {
+    if (opts.namespace.startsWith('/')) namespacePath = opts.namespace;
+    else if (NETNS_NAME_RE.test(opts.namespace)) namespacePath = `${NETNS_DIR}/${opts.namespace}`;
+    else throw new FerryError('TAP_NAMESPACE_MISSING', `invalid network namespace name ${JSON.stringify(opts.namespace)}`);
+  }
+  return { namespacePath, name, bridge: opts.bridge ?? null, control: new SharedArrayBuffer(8), backlogLimit: opts.backlogLimit ?? 4 * 1024 * 1024 };
+}
+
 export class TapBackend implements NetBackend {
   readonly stats: TapStats = { rxFrames: 0, rxBytes: 0, rxDropped: 0, txFrames: 0, txBytes: 0, txDropped: 0 };
   private listener: ((frame: Uint8Array) => void) | undefined;
@@ -53,8 +83,6 @@ export class TapBackend implements NetBackend {
   private closing: Promise<void> | undefined;
   /** Set once receiving has stopped for a reason other than close(). */
   lostReason: string | undefined;
-  private readonly exited: Promise<void>;
-
   private constructor(
     /** Interface name as the kernel knows it (resolved when the kernel picked it). */
     readonly name: string,
@@ -63,59 +91,52 @@ export class TapBackend implements NetBackend {
     private fd: number,
     private readonly wakeFd: number,
     worker: Worker,
+    private readonly exited: Promise<number>,
     private readonly control: Int32Array,
   ) {
-    this.exited = new Promise((resolve) => worker.once('exit', () => resolve()));
     worker.on('message', (msg: TapWorkerMessage) => this.onWorkerMessage(msg));
     // Without an 'error' listener an exception in the worker would take the VMM down with it.
     worker.on('error', (e) => this.lose(`TAP worker failed: ${e.message}`));
-    worker.once('exit', (code) => {
+    void exited.then((code) => {
       if (this.fd >= 0) this.lose(`TAP worker exited unexpectedly (code ${code})`);
     });
   }
 
   /**
    * Creates the TAP device (non-persistent: it disappears when the backend closes or the
-   * process dies) and brings its link up. Rejects with FerryError TAP_UNAVAILABLE when the
-   * process may not create TAP devices or /dev/net/tun is missing, TAP_NAMESPACE_MISSING for
-   * an unknown namespace, TAP_OPEN_FAILED otherwise.
+   * process dies), adds it to `bridge` if given, and brings its link up. Rejects with
+   * FerryError TAP_UNAVAILABLE when the process may not create TAP devices or /dev/net/tun is
+   * missing, TAP_NAMESPACE_MISSING for an unknown namespace, TAP_CONFIG_FAILED when the bridge
+   * refuses the device, TAP_OPEN_FAILED otherwise.
    */
   static async open(opts: TapOpenOptions = {}): Promise<TapBackend> {
-    const name = opts.name ?? '';
-    if (name !== '' && !IFNAME_RE.test(name)) {
-      throw new FerryError('TAP_BAD_NAME', `invalid interface name ${JSON.stringify(name)}: 1-15 characters from [A-Za-z0-9_.:-]`);
+    let setup: TapSetup;
+    try {
+      setup = tapSetup(opts);
+    } catch (e) {
+      // A thread handed to us is ours to end, whatever happens.
+      await opts.thread?.terminate();
+      throw e;
     }
-    let namespacePath: string | null = null;
-    if (opts.namespace !== undefined) {
-      if (opts.namespace.startsWith('/')) namespacePath = opts.namespace;
-      else if (NETNS_NAME_RE.test(opts.namespace)) namespacePath = `${NETNS_DIR}/${opts.namespace}`;
-      else throw new FerryError('TAP_NAMESPACE_MISSING', `invalid network namespace name ${JSON.stringify(opts.namespace)}`);
-    }
-    const control = new SharedArrayBuffer(8);
-    const data: TapWorkerData = { namespacePath, name, control, backlogLimit: opts.backlogLimit ?? 4 * 1024 * 1024 };
-    // Workers inherit execArgv, and `node --input-type=module -e ...` would make the worker refuse
-    // to start from a file.
-    const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
-    const worker = new Worker(new URL('./tap-worker.js', import.meta.url), { workerData: data, execArgv });
+    const control = setup.control;
+    const worker = opts.thread ?? startTapThread();
+    worker.ref();
+    // Listened for from the start: a worker that fails posts its error and exits at once, and
+    // Node may emit both events before anything awaiting the first could listen for the second.
+    const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
+    worker.postMessage({ type: 'setup', setup } satisfies ToTapWorker);
 
     const first = await new Promise<TapWorkerMessage>((resolve, reject) => {
-      const onExit = (code: number): void => reject(new FerryError('TAP_OPEN_FAILED', `TAP worker exited (code ${code}) before opening the device`));
-      worker.once('error', (e) => {
-        worker.off('exit', onExit);
-        reject(new FerryError('TAP_OPEN_FAILED', `TAP worker failed: ${e.message}`, { cause: e }));
-      });
-      worker.once('exit', onExit);
-      worker.once('message', (m: TapWorkerMessage) => {
-        worker.off('exit', onExit);
-        resolve(m);
-      });
+      worker.once('error', (e) => reject(new FerryError('TAP_OPEN_FAILED', `TAP worker failed: ${e.message}`, { cause: e })));
+      void exited.then((code) => reject(new FerryError('TAP_OPEN_FAILED', `TAP worker exited (code ${code}) before opening the device`)));
+      worker.once('message', resolve);
     });
     if (first.type !== 'ready') {
-      await new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+      await exited;
       if (first.type === 'error') throw new FerryError(first.code, first.message);
       throw new FerryError('TAP_OPEN_FAILED', `unexpected first message from the TAP worker: ${first.type}`);
     }
-    return new TapBackend(first.name, opts.namespace, first.fd, first.wakeFd, worker, new Int32Array(control));
+    return new TapBackend(first.name, opts.namespace, first.fd, first.wakeFd, worker, exited, new Int32Array(control));
   }
 
   send(frame: Uint8Array): void {

@@ -2,6 +2,7 @@
 // describe), and opening their host backends. The machine only sees the resulting virtio
 // device models; host resources stay here, where they are disposed.
 
+import type { Worker } from 'node:worker_threads';
 import { FerryError } from '../errors.js';
 import type { GuestMemory } from '../machine/memory/guest-memory.js';
 import type { VirtioDevice } from '../machine/devices/virtio/device.js';
@@ -84,25 +85,29 @@ export { formatMac } from '../net/announce.js';
 export class VmDevices implements AsyncDisposable {
   private constructor(private readonly spec: DeviceSpec, private readonly nets: NetBackend[], private readonly disks: BlockBackend[]) {}
 
-  static async open(spec: DeviceSpec): Promise<VmDevices> {
-    const disks: BlockBackend[] = [];
-    const nets: NetBackend[] = [];
-    try {
-      for (const n of spec.nets) {
-        const tap = await TapBackend.open();
-        nets.push(tap);
-        if (n.bridge) await tap.attachToBridge(n.bridge);
-      }
-      for (const d of spec.disks) {
-        disks.push(d.kind === 'file'
-          ? await RawFileBackend.open(d.path, { readOnly: d.readOnly })
-          : await NbdBackend.connect({ host: d.host, port: d.port, exportName: d.exportName }));
-      }
-    } catch (err) {
-      await Promise.allSettled([...nets, ...disks].map((b) => b.close()));
-      throw err;
+  /** Opens every backend at once (they are independent, and an incoming migration's
+   * reservation waits for all of them). `tapThread`, a TAP thread started ahead of need, goes to
+   * the first NIC; it is ended if there is none. */
+  static async open(spec: DeviceSpec, opts: { readonly tapThread?: Worker } = {}): Promise<VmDevices> {
+    let spare = opts.tapThread;
+    const nets = spec.nets.map((n) => {
+      const thread = spare;
+      spare = undefined;
+      return TapBackend.open({ ...(n.bridge ? { bridge: n.bridge } : {}), ...(thread ? { thread } : {}) });
+    });
+    const disks = spec.disks.map((d) => d.kind === 'file'
+      ? RawFileBackend.open(d.path, { readOnly: d.readOnly })
+      : NbdBackend.connect({ host: d.host, port: d.port, exportName: d.exportName }));
+    const unused = spare?.terminate();
+    const [netsOpened, disksOpened] = await Promise.all([Promise.allSettled<NetBackend>(nets), Promise.allSettled<BlockBackend>(disks)]);
+    await unused;
+    const failed = [...netsOpened, ...disksOpened].find((r) => r.status === 'rejected');
+    if (failed) {
+      await Promise.allSettled([...netsOpened, ...disksOpened].map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
+      throw failed.reason;
     }
-    return new VmDevices(spec, nets, disks);
+    const value = <T>(r: PromiseSettledResult<T>): T => (r as PromiseFulfilledResult<T>).value;
+    return new VmDevices(spec, netsOpened.map(value), disksOpened.map(value));
   }
 
   /** For MachineOptions.virtio: NICs (eth0, ...), disks (vda, ...), entropy, balloon. */

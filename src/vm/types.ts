@@ -92,6 +92,12 @@ export interface SwapOutSummary {
   readonly swapDevice: string;
 }
 
+/** A swap-out under way: the pages are out of RAM; `durable` settles once the device holds them
+ * (rejecting if it failed to), and only then may a destination be sent to read them there. */
+export interface SwapOut extends SwapOutSummary {
+  readonly durable: Promise<void>;
+}
+
 /** Dirty pages per interval (Clark et al.'s writable working set), from `ferry wws`. */
 export interface WwsTrace {
   readonly intervalMs: number;
@@ -116,7 +122,7 @@ export interface MigratableVm extends VmHandle {
   activate(): Promise<void>;
   traceWorkingSet(intervalMs: number, samples: number): Promise<WwsTrace>;
   /** Agile: evicts pages outside the working set to the swap device before a migration. */
-  swapOutCold(): Promise<SwapOutSummary>;
+  swapOutCold(): Promise<SwapOut>;
   /** Destination of a post-copy: who supplies pages still at the source. */
   attachPeerPages(supplier: PageSupplier | undefined): void;
   faultStats(): FaultStats;

@@ -2,7 +2,7 @@
 // (worker.ts). The lifecycle state is kept here and changes only through transition(), once the
 // worker has confirmed what was asked; a refused command is refused before anything is sent.
 
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { resolve as resolvePath } from 'node:path';
 import { FerryError } from '../errors.js';
 import { transition, type VmCommand, type VmState, type VmStateKind } from './lifecycle.js';
@@ -11,13 +11,12 @@ import type { SnapshotResult, VmConfig, VmEvent, VmHandle } from './types.js';
 import type { FromWorker, ReplyResults, ToWorker, WorkerInit, WorkerRequest, WorkerRequestType, WorkerStatus } from './worker-protocol.js';
 import { GuestMemory, PAGE_SIZE } from '../machine/memory/guest-memory.js';
 import type { MachineState } from '../machine/boot/machine.js';
-import type { FrozenVm, MigratableVm, WwsTrace, SwapOutSummary } from './types.js';
+import type { FrozenVm, MigratableVm, WwsTrace, SwapOut } from './types.js';
 import { VmPaging, type VmMemoryStats } from './paging/vm-paging.js';
 import type { AgileOptions } from './paging/agile.js';
 import type { PageSupplier, FaultStats } from './paging/page-server.js';
 import { ABSENT_PEER, ABSENT_SWAP, countMarked } from './paging/marks.js';
-
-const WORKER_URL = new URL('./worker.js', import.meta.url);
+import { spawnVmWorker, type VmWorkerSource } from './worker-pool.js';
 
 export interface VmTimeouts {
   /** Building the machine and booting it; includes building the guest image when the cache
@@ -37,6 +36,8 @@ export interface VmOptions {
   readonly timeouts?: Partial<VmTimeouts>;
   /** Agile policy knobs for VMs with a swap device (epoch, cold window, eviction rate). */
   readonly agile?: Partial<AgileOptions>;
+  /** Started worker threads to take (a daemon's standby, worker-pool.ts); default: spawn one. */
+  readonly workers?: VmWorkerSource;
 }
 
 interface Pending {
@@ -49,6 +50,8 @@ interface Pending {
  * from an old one are ignored. */
 interface Link {
   readonly worker: Worker;
+  /** WorkerInit.attention: set after every message, so a busy vCPU loop takes it promptly. */
+  readonly attention: Int32Array;
   readonly pending: Map<number, Pending>;
   readonly exited: Promise<number>;
   status: WorkerStatus;
@@ -74,11 +77,13 @@ export class Vm implements VmHandle, MigratableVm {
   private paging: VmPaging | undefined;
   private incoming = false;
   private readonly agileOptions: Partial<AgileOptions> | undefined;
+  private readonly workers: VmWorkerSource | undefined;
 
   private constructor(readonly config: VmConfig, options: VmOptions) {
     this.name = config.name;
     this.timeouts = { ...DEFAULT_VM_TIMEOUTS, ...options.timeouts };
     this.agileOptions = options.agile;
+    this.workers = options.workers;
   }
 
   /** A VM in state `created`; no worker yet. Throws DeviceSpecError for an invalid config. */
@@ -255,16 +260,16 @@ export class Vm implements VmHandle, MigratableVm {
     });
   }
 
-  /** Agile: evicts every page outside the working set to the swap device now and waits until
-   * the device holds them durably, so the migration moves only the working set. */
-  swapOutCold(): Promise<SwapOutSummary> {
+  /** Agile: evicts every page outside the working set to the swap device now, so the migration
+   * moves only the working set; the result's `durable` says when the device holds them. */
+  swapOutCold(): Promise<SwapOut> {
     return this.serial(async () => {
       this.expect('migrating-out', 'swap out');
       const paging = this.paging;
       if (!paging?.agile || !paging.swap) throw new FerryError('VM_NO_SWAP', `VM ${this.name} has no swap device: Agile migration needs one (ferry run --swap nbd://...)`);
-      const evicted = await paging.agile.evictCold(Number.MAX_SAFE_INTEGER);
-      await paging.swap.drain();
+      const { evicted, durable } = await paging.agile.evictAllCold();
       return {
+        durable,
         evictedPages: evicted,
         swappedPages: countMarked(paging.mem, ABSENT_SWAP),
         workingSetPages: paging.agile.tracker.workingSetPages(),
@@ -331,7 +336,7 @@ export class Vm implements VmHandle, MigratableVm {
       harvestAccess: async () => (await this.request(link, { type: 'harvest-access' }, this.timeouts.control)).log,
       evict: (pages, mark) => this.request(link, { type: 'evict', pages, mark }, this.timeouts.control),
       answer: (id, ok, error) => {
-        if (!link.ending) link.worker.postMessage({ type: 'page-ready', id, ok, ...(error !== undefined ? { error } : {}) } satisfies ToWorker);
+        if (!link.ending) post(link, { type: 'page-ready', id, ok, ...(error !== undefined ? { error } : {}) });
       },
     }, this.config.swap, this.agileOptions);
     this.sharedMemory = mem;
@@ -342,7 +347,7 @@ export class Vm implements VmHandle, MigratableVm {
     const link = this.link;
     if (!link || link.ending) return;
     const copy = bytes.slice();
-    link.worker.postMessage({ type: 'console-input', bytes: copy } satisfies ToWorker, [copy.buffer]);
+    post(link, { type: 'console-input', bytes: copy }, [copy.buffer]);
   }
 
   onConsole(listener: (bytes: Uint8Array) => void): () => void {
@@ -435,22 +440,17 @@ export class Vm implements VmHandle, MigratableVm {
   }
 
   private spawn(): Link {
-    // Workers inherit execArgv, and `node --input-type=module -e ...` would make the worker refuse
-    // to start from a file.
-    const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
-    // trackUnmanagedFds off: a TAP's fd is opened by the TAP's own thread and closed by this
-    // worker, which Node would warn about on every close. Backends are closed explicitly on
-    // every way out but a terminate() of a wedged worker, where the TAP leaks regardless.
-    const init: WorkerInit = { config: this.config, incoming: this.incoming };
+    const init: WorkerInit = { config: this.config, incoming: this.incoming, attention: new SharedArrayBuffer(4) };
     this.sharedMemory = undefined;
     void this.paging?.close().catch(() => undefined);
     this.paging = undefined;
-    const worker = new Worker(WORKER_URL, { workerData: init, execArgv, name: `ferry-vm-${this.name}`, trackUnmanagedFds: false });
+    const worker = this.workers?.take() ?? spawnVmWorker(`ferry-vm-${this.name}`);
     const exited = new Promise<number>((resolve) => worker.once('exit', (code) => { this.onExit(link, code); resolve(code); }));
-    const link: Link = { worker, pending: new Map(), status: 'starting', ending: false, exited };
+    const link: Link = { worker, attention: new Int32Array(init.attention), pending: new Map(), status: 'starting', ending: false, exited };
     worker.on('message', (msg: FromWorker) => this.onMessage(link, msg));
     worker.on('error', (e) => this.onCrash(link, e.message));
     this.link = link;
+    post(link, { type: 'init', init });
     return link;
   }
 
@@ -470,7 +470,7 @@ export class Vm implements VmHandle, MigratableVm {
         }
       }, timeoutMs);
       link.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
-      link.worker.postMessage({ ...body, id } as WorkerRequest satisfies ToWorker);
+      post(link, { ...body, id } as WorkerRequest);
     });
   }
 
@@ -499,7 +499,7 @@ export class Vm implements VmHandle, MigratableVm {
         return;
       case 'page-fault':
         if (this.paging) this.paging.onFault(msg.id, msg.first, msg.count, msg.sync);
-        else if (!msg.sync) link.worker.postMessage({ type: 'page-ready', id: msg.id, ok: false, error: 'no pager on the main thread' } satisfies ToWorker);
+        else if (!msg.sync) post(link, { type: 'page-ready', id: msg.id, ok: false, error: 'no pager on the main thread' });
         return;
       case 'guest-exit': {
         // The worker has closed its backends already; only the thread is left to end.
@@ -558,4 +558,10 @@ export class Vm implements VmHandle, MigratableVm {
       await paging?.close().catch(() => undefined);
     }
   }
+}
+
+/** Posts to the worker and asks its vCPU loop to look at its messages at the next slice boundary. */
+function post(link: Link, msg: ToWorker, transfer: ArrayBuffer[] = []): void {
+  link.worker.postMessage(msg, transfer);
+  Atomics.store(link.attention, 0, 1);
 }

@@ -5,10 +5,20 @@ import type { MemoryLayout } from '../machine/memory/guest-memory.js';
 import type { MachineState } from '../machine/boot/machine.js';
 import type { VmConfig } from './types.js';
 
-/** workerData: what to build. `incoming` builds an empty machine for a migration to fill. */
+/** workerData. A standby (worker-pool.ts) also starts its NIC's TAP thread while it waits. */
+export interface VmWorkerData {
+  readonly standby: boolean;
+}
+
+/** What to build, the worker's first message. `incoming` builds an empty machine for a
+ * migration to fill. A message rather than workerData, because the thread may be started before
+ * the VM it will run is known (worker-pool.ts). */
 export interface WorkerInit {
   readonly config: VmConfig;
   readonly incoming: boolean;
+  /** An Int32Array cell the main thread sets after posting: the busy vCPU loop then yields to
+   * the worker's event loop at its next slice boundary (see MachineOptions.attention). */
+  readonly attention: SharedArrayBuffer;
 }
 //
 // Requests carry an id and get exactly one reply with that id. Everything else the worker says
@@ -51,6 +61,7 @@ export type WorkerRequest =
 export type WorkerRequestType = WorkerRequest['type'];
 
 export type ToWorker =
+  | { readonly type: 'init'; readonly init: WorkerInit }
   | WorkerRequest
   | { readonly type: 'console-input'; readonly bytes: Uint8Array }
   /** Answers an asynchronous page-fault: the pages are in RAM (ok) or cannot be had. */

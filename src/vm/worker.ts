@@ -12,14 +12,28 @@ import { ensureGuestImage } from '../guest/image.js';
 import { restoreSnapshot, writeSnapshot } from './snapshot/file.js';
 import { VirtioNet } from '../machine/devices/virtio/net.js';
 import { VmDevices } from './devices.js';
+import { startTapThread } from '../net/tap.js';
 import { resolveVmConfig } from './config.js';
 import {
-  PAGER_DONE, PAGER_FAILED, PAGER_WAITING, toWireError, type FromWorker, type GuestExit, type ReplyResults, type ToWorker, type WorkerInit, type WorkerRequest, type WorkerStatus,
+  PAGER_DONE, PAGER_FAILED, PAGER_WAITING, toWireError, type FromWorker, type GuestExit, type ReplyResults, type ToWorker, type VmWorkerData, type WorkerInit, type WorkerRequest, type WorkerStatus,
 } from './worker-protocol.js';
 
 if (!parentPort) throw new Error('src/vm/worker.ts runs as a worker thread (see vm.ts)');
 const port = parentPort;
-const { config, incoming } = workerData as WorkerInit;
+/** A standby's NIC thread, started while it waits: a thread's start is most of a TAP's open. */
+const tapThread = (workerData as VmWorkerData | undefined)?.standby ? startTapThread() : undefined;
+/** Set by the first message (see WorkerInit); every request waits for `built`, which needs it. */
+let config: WorkerInit['config'];
+let incoming = false;
+let attention: Int32Array;
+let initialize!: (init: WorkerInit) => void;
+const initialized = new Promise<void>((resolve) => {
+  initialize = (init) => {
+    ({ config, incoming } = init);
+    attention = new Int32Array(init.attention);
+    resolve();
+  };
+});
 
 function post(msg: FromWorker, transfer: ArrayBuffer[] = []): void {
   port.postMessage(msg, transfer);
@@ -121,9 +135,9 @@ interface Built {
 async function build(): Promise<Built> {
   const vm = resolveVmConfig(config);
   const boot = incoming ? { kind: 'incoming' as const } : await linuxBoot(vm.cmdline);
-  const devices = await VmDevices.open(vm.devices);
+  const devices = await VmDevices.open(vm.devices, tapThread ? { tapThread } : {});
   try {
-    const machine = new Machine({ ramBytes: vm.ramBytes, console: consoleBackend, boot, virtio: (mem) => devices.models(mem), pager });
+    const machine = new Machine({ ramBytes: vm.ramBytes, console: consoleBackend, boot, virtio: (mem) => devices.models(mem), pager, attention });
     return { machine, devices };
   } catch (e) {
     await devices.close();
@@ -146,9 +160,9 @@ async function linuxBoot(cmdline: string): Promise<BootSpec> {
   return { kind: 'linux', kernel, cmdline, ...(initrd ? { initrd } : {}) };
 }
 
-// Built at once, so the first request does not also pay for opening backends it could have
-// been opening meanwhile; requests wait for it.
-const built = build();
+// Built as soon as the worker knows what to build, so the first request does not also pay for
+// opening backends it could have been opening meanwhile; requests wait for it.
+const built = initialized.then(build);
 let status: WorkerStatus = 'starting';
 built.then(() => setStatus('ready'), () => { /* reported to the first request */ });
 
@@ -372,6 +386,10 @@ async function handle(req: WorkerRequest): Promise<void> {
 // One request at a time, in order: each sees the machine as the previous one left it.
 let queue: Promise<void> = Promise.resolve();
 port.on('message', (msg: ToWorker) => {
+  if (msg.type === 'init') {
+    initialize(msg.init);
+    return;
+  }
   if (msg.type === 'console-input') {
     consoleBackend.type(msg.bytes);
     return;

@@ -120,6 +120,27 @@ test('pacer: full bucket sends at once, then waits bytes/rate', () => {
   assert.equal(p.delay(4096, rate, 1000), 1);
 });
 
+test('pacer: a bucket of burstMs of the rate keeps the rate when every sleep ends late', () => {
+  const rate = 125e6; // 1 Gbit/s
+  const frame = 256 * 1024;
+  const throughput = (p: Pacer, lateMs: number): number => {
+    let now = 0;
+    for (let i = 0; i < 1000; i++) {
+      const wait = p.delay(frame, rate, now);
+      if (wait > 0) now += wait + lateMs;
+    }
+    return (1000 * frame) / (now / 1000);
+  };
+  // A one-frame bucket loses whatever a late timer overshoots past one frame's time (2.1 ms).
+  assert.ok(throughput(new Pacer(frame), 5) < 0.7 * rate);
+  const floor = new Pacer(frame, 20);
+  assert.equal(floor.burstMs, 20);
+  assert.ok(throughput(floor, 5) > 0.99 * rate);
+  // Never faster than the rate: the floor only stops the bucket from throwing time away.
+  assert.ok(throughput(new Pacer(frame, 20), 0) <= rate * 1.01);
+  assert.throws(() => new Pacer(0, -1), /burst time/);
+});
+
 test('pacer: long-run throughput equals the rate; strict bucket; rate change; unpaced', () => {
   const p = new Pacer(0);
   const rate = 12.5e6; // 100 Mbit/s

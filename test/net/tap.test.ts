@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { FerryError } from '../../src/errors.js';
 import { ETHERTYPE_ARP, ETHERTYPE_IPV4, parseIpv4, parseMac } from '../../src/net/announce.js';
-import { TapBackend } from '../../src/net/tap.js';
+import { startTapThread, TapBackend } from '../../src/net/tap.js';
 import {
   arpRequest, hex, icmpEcho, icmpEchoRequestFrame, inetChecksum, linkInfo, nextFrame, requireNetAdmin, sh, withNetns,
 } from './frames.js';
@@ -111,6 +111,31 @@ test('attachToBridge enslaves the TAP to a bridge in its namespace', async () =>
     assert.equal(info?.master, 'br0');
     await assert.rejects(tap.attachToBridge('nosuchbr'), (e: unknown) => e instanceof FerryError && e.code === 'TAP_CONFIG_FAILED');
   }));
+});
+
+test('open with a bridge joins it before the link comes up, on a thread started ahead', async () => {
+  await withNetns(async (ns) => {
+    sh('ip', ['-n', ns, 'link', 'add', 'br0', 'type', 'bridge']);
+    const thread = startTapThread();
+    const tap = await TapBackend.open({ namespace: ns, name: 'vm0', bridge: 'br0', thread });
+    try {
+      const info = linkInfo(ns, 'vm0');
+      assert.equal(info?.master, 'br0');
+      assert.ok(info?.flags.includes('UP'), `link is up: ${info?.flags.join(',')}`);
+    } finally {
+      await tap.close();
+    }
+    assert.equal(linkInfo(ns, 'vm0'), undefined, 'gone after close');
+    // A bridge that does not exist: the device is not left behind, and the handed-in thread ends.
+    const spare = startTapThread();
+    const ended = new Promise<void>((resolve) => spare.once('exit', () => resolve()));
+    await assert.rejects(TapBackend.open({ namespace: ns, name: 'vm1', bridge: 'nosuchbr', thread: spare }),
+      (e: unknown) => e instanceof FerryError && e.code === 'TAP_CONFIG_FAILED' && /nosuchbr/.test(e.message));
+    await ended;
+    assert.equal(linkInfo(ns, 'vm1'), undefined, 'no TAP left behind');
+    await assert.rejects(TapBackend.open({ namespace: ns, bridge: 'bad/name', thread: startTapThread() }),
+      (e: unknown) => e instanceof FerryError && e.code === 'TAP_BAD_NAME');
+  });
 });
 
 test('two TAPs in two namespaces with the same name coexist', async () => {

@@ -2,7 +2,7 @@
 // console both ways, pause freezing guest time, refused transitions, the main thread staying
 // responsive while the guest is busy, a snapshot taken while running and restored into a new
 // VM that carries on, a worker that dies making the VM `failed`, and nothing left behind
-// (threads, TAP devices) once VMs are disposed. Two boots' worth of time in all (one boot, one
+// (threads, TAP devices) once VMs are disposed or a daemon's standby worker pool closes. Two boots' worth of time in all (one boot, one
 // restore).
 
 import { test } from 'node:test';
@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Vm } from '../../src/vm/vm.js';
+import { StandbyWorkers } from '../../src/vm/worker-pool.js';
 import type { VmConfig, VmEvent } from '../../src/vm/types.js';
 import { InvalidTransitionError, type VmStateKind } from '../../src/vm/lifecycle.js';
 import { DeviceSpecError } from '../../src/vm/devices.js';
@@ -187,6 +188,29 @@ test('Vm.restore: a new VM from the snapshot resumes where the old one was; a dy
   assert.equal(vm.workerThreadId, undefined);
   assert.deepEqual(taps(), baseline.taps, 'no TAP left behind');
   assert.ok(threads() <= baseline.threads, `threads: ${threads()} after dispose, ${baseline.threads} before`);
+});
+
+test('a VM on a standby worker (its TAP thread started ahead) runs; closing the pool ends every thread', { timeout: 300_000 }, async () => {
+  const workers = new StandbyWorkers();
+  // Let the standby finish starting, so the take below gets a warm one.
+  await sleep(1000);
+  const vm = await Vm.restore(config('vm-d'), snapshotFile, { workers });
+  try {
+    const d = attach(vm);
+    await vm.resume();
+    d.send('\n');
+    const echo = await d.exec('echo standby-$((2+3))', 60_000);
+    assert.match(echo.output, /standby-5/);
+    assert.equal(taps().length, baseline.taps.length + 1, 'the NIC has its TAP');
+  } finally {
+    await vm.dispose();
+  }
+  // The pool starts its next standby two seconds after a take.
+  await sleep(2500);
+  assert.ok(threads() > baseline.threads, 'a new standby is up');
+  await workers.close();
+  assert.deepEqual(taps(), baseline.taps, 'no TAP left behind');
+  assert.ok(threads() <= baseline.threads, `threads: ${threads()} after close, ${baseline.threads} before`);
 });
 
 test('a worker that dies fails its VM, with an event naming why', { timeout: 300_000 }, async () => {

@@ -67,6 +67,12 @@ export interface MachineOptions {
   /** Brings absent pages into RAM (post-copy, swapped-out pages). Without one, a machine never
    * has absent pages. */
   readonly pager?: MachinePager;
+  /** A cell another thread sets (non-zero) after posting this machine's thread a request: the
+   * run loop then yields to the event loop at the next slice boundary instead of after up to
+   * YIELD_MS, as a KVM vCPU is kicked out of guest mode. Migration asks many small things of a
+   * busy guest's thread (dirty logs, evictions, the freeze), each of which would otherwise wait
+   * for the next periodic yield. */
+  readonly attention?: Int32Array;
 }
 
 /** The host side of demand paging. `fault` serves the vCPU, which waits for it alone (the
@@ -149,6 +155,7 @@ export class Machine {
   private pauseRequested = false;
   private readonly sbiInMachine: boolean;
   private readonly pager: MachinePager | undefined;
+  private readonly attention: Int32Array | undefined;
 
   constructor(opts: MachineOptions) {
     const sbiInMachine = opts.boot.kind !== 'bare';
@@ -164,6 +171,7 @@ export class Machine {
     });
     this.memory = new GuestMemory(this.vcpu.memory.buffer, this.vcpu.layout);
     this.pager = opts.pager;
+    this.attention = opts.attention;
     if (opts.pager) this.memory.onAbsent((first, last) => opts.pager!.faultSync(first, last));
     const cpu = this.vcpu.exports;
     const sink: HartInterruptSink = {
@@ -372,7 +380,8 @@ export class Machine {
         }
         this.rtc.poll();
         const now = performance.now();
-        if (now - lastYield >= YIELD_MS) {
+        const asked = this.attention !== undefined && Atomics.exchange(this.attention, 0, 0) !== 0;
+        if (asked || now - lastYield >= YIELD_MS) {
           await yieldToEventLoop();
           lastYield = performance.now();
         }

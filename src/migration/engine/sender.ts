@@ -5,7 +5,7 @@
 // before; after it the source copy is never resumed.
 
 import { connect, type Socket } from 'node:net';
-import type { VmConfig, FrozenVm, SwapOutSummary } from '../../vm/types.js';
+import type { VmConfig, FrozenVm, SwapOut } from '../../vm/types.js';
 import { ABSENT_SWAP, countMarked, markedRuns, pageRuns, type PagedMemory } from '../../vm/paging/marks.js';
 import { PostcopyPusher, type PushReport } from '../postcopy/pusher.js';
 import { modeNeeds, type MigrationMode } from './modes.js';
@@ -16,7 +16,7 @@ import { ZeroPages } from '../../machine/memory/zero-pages.js';
 import { reportEnd, type MigrationProgress, type MigrationReport } from './report.js';
 import { MigrationError, abortCodeFor, failureCode } from '../errors.js';
 import { PrecopyPlanner, type RoundPlan } from '../precopy/rounds.js';
-import { DEFAULT_DYNAMIC_RATE, Pacer, type RateConfig } from '../precopy/rate.js';
+import { DEFAULT_DYNAMIC_RATE, Pacer, PACER_BURST_MS, type RateConfig } from '../precopy/rate.js';
 import { newNonce, sourceProof, verifyDestination, type MigrationToken } from '../protocol/auth.js';
 import type { PageCompression } from '../protocol/codec.js';
 import { DEFAULT_PAGE_COMPRESSION, encodePages } from '../compression/index.js';
@@ -32,8 +32,8 @@ export interface MigrationSource {
   /** Guest RAM, its dirty log and absent map (pages on the swap device are absent). */
   memory(): Promise<PagedMemory>;
   beginMigrationOut(to: string): Promise<void>;
-  /** Agile: evicts everything outside the working set to the swap device, durably. */
-  swapOutCold?(): Promise<SwapOutSummary>;
+  /** Agile: evicts everything outside the working set to the swap device (durable later). */
+  swapOutCold?(): Promise<SwapOut>;
   harvestDirtyLog(): Promise<Uint8Array>;
   freeze(): Promise<FrozenVm>;
   endMigrationOut(outcome: { committed: true } | { committed: false; error: string; frozen: boolean }): Promise<void>;
@@ -85,7 +85,7 @@ const YIELD_EVERY_PAGES = 8192;
 export class PrecopySender {
   private readonly tracker: StageTracker<SenderStage>;
   private readonly timeouts: SenderTimeouts;
-  private readonly pacer = new Pacer(256 * 1024);
+  private readonly pacer = new Pacer(256 * 1024, PACER_BURST_MS);
   private channel: MigrationChannel | undefined;
   private planner: PrecopyPlanner | undefined;
   private cancelReason: string | undefined;
@@ -111,7 +111,7 @@ export class PrecopySender {
   private postcopyStats: { faults: number; stallUsTotal: number; stallUsMax: number; duplicates: number } | undefined;
   /** Pages that exist only here while post-copy runs (not on the destination or the swap device). */
   private pagesAtRisk = 0;
-  private swapOut: SwapOutSummary | undefined;
+  private swapOut: SwapOut | undefined;
   private swappedAtSwitch = 0;
   /** Page requests that arrived before the push began (the VM faults as soon as it runs). */
   private readonly earlyRequests: number[][] = [];
@@ -156,7 +156,6 @@ export class PrecopySender {
   async run(): Promise<MigrationReport> {
     try {
       await this.migrate();
-      this.tracker.move({ kind: 'completed' });
     } catch (e) {
       await this.handleFailure(e);
     } finally {
@@ -190,9 +189,11 @@ export class PrecopySender {
       } catch (e) {
         throw new MigrationError('MIGRATION_UNSUPPORTED', e instanceof Error ? e.message : String(e), { cause: e });
       }
+      this.swapOut.durable.catch(() => undefined); // awaited before the switch
     }
-    await ch.expect(['Reserved'], this.timeouts.reserveMs, 'reservation');
 
+    // Until Reserved arrives, everything that needs no destination: the dirty log's start and
+    // the first round's plan, which would otherwise follow the reservation.
     const planner = new PrecopyPlanner({
       pageCount: mem.pageCount,
       ...(this.opts.rate ? { rate: this.opts.rate } : {}),
@@ -214,15 +215,20 @@ export class PrecopySender {
     // what was written since (the dirty log); scanning all of RAM for zeros takes longer than
     // the rest of the switch.
     const prescan = needs.precopyRounds ? undefined : await this.scanNonZero(mem.pageCount, inRamNonZero);
-    if (needs.precopyRounds) {
-      let plan = planner.beginFirstRound(inRamNonZero);
+    // Round 1 plans every resident page: sending tests each for zeros anyway, where the test
+    // overlaps the link's time instead of delaying the round's start.
+    const firstPlan = needs.precopyRounds ? planner.beginFirstRound((p) => mem.absent[p] === 0) : undefined;
+    await ch.expect(['Reserved'], this.timeouts.reserveMs, 'reservation');
+
+    if (firstPlan) {
+      let plan = firstPlan;
       for (;;) {
         this.tracker.move({ kind: 'precopy', round: plan.round });
         const t0 = performance.now();
         const bytes = await this.sendRound(ch, plan, mem, zeroPages);
         await this.endRound(ch, plan.round);
         lastLog = await source.harvestDirtyLog();
-        const decision = planner.endRound({ durationMs: performance.now() - t0, dirtyLog: lastLog, bytesSent: bytes });
+        const decision = planner.endRound({ durationMs: performance.now() - t0, dirtyLog: lastLog, bytesSent: bytes, pagesSent: this.roundCounts.sent });
         if (decision.stop) {
           converged = decision.rule === 'downtime' || decision.rule === 'min-pages';
           break;
@@ -234,6 +240,15 @@ export class PrecopySender {
     // Post-copy when asked, or for hybrid and Agile when the rounds did not converge.
     const postcopy = needs.postcopy === 'always' || (needs.postcopy === 'unless-converged' && !converged);
 
+    // The swap-out's writes ran alongside the rounds. The switch tells the destination which
+    // pages to read from the device, so they must be there first.
+    if (this.swapOut) {
+      try {
+        await this.swapOut.durable;
+      } catch (e) {
+        throw new MigrationError('MIGRATION_SOURCE_FAILED', `the swap device did not take the evicted pages: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+      }
+    }
     // Stop-and-copy: the VM pauses here.
     this.checkCancelled();
     this.pausedAt = performance.now();
@@ -256,7 +271,7 @@ export class PrecopySender {
     await ch.send({ type: 'RoundEnd', round: plan.round, pagesSent: this.roundCounts.sent, pagesZeroed: this.roundCounts.zeroed });
     await ch.send({ type: 'DeviceState', state: frozen.state as unknown as Record<string, unknown> });
     await ch.send({ type: 'CommitRequest', finalRound: plan.round });
-    planner.endRound({ durationMs: performance.now() - t0, dirtyLog: new Uint8Array(mem.pageCount), bytesSent: bytes });
+    planner.endRound({ durationMs: performance.now() - t0, dirtyLog: new Uint8Array(mem.pageCount), bytesSent: bytes, pagesSent: this.roundCounts.sent });
     this.tracker.move({ kind: 'commitment' });
     await this.awaitMessage(ch, 'Committed', this.timeouts.commitMs, 'commitment');
 
@@ -271,7 +286,10 @@ export class PrecopySender {
       await this.postcopy(ch, mem, peerPages, plan.round + 1);
     }
     this.migratingOut = false;
-    // The destination runs the VM: a failure to tidy up our copy does not undo that.
+    // The VM runs at the destination and our copy may be discarded: the migration's total time
+    // (Clark et al.) ends here; stopping the copy is tidying up, and a failure of it does not
+    // undo the move.
+    this.tracker.move({ kind: 'completed' });
     await source.endMigrationOut({ committed: true }).catch(() => undefined);
   }
 

@@ -12,7 +12,7 @@ import { MigrationError } from '../errors.js';
 import type { PageCompression } from '../protocol/codec.js';
 import { encodePages } from '../compression/index.js';
 import { MAX_BATCH_PAGES, PAGE_SIZE, type ProtocolMessage } from '../protocol/messages.js';
-import { Pacer } from '../precopy/rate.js';
+import { Pacer, PACER_BURST_MS } from '../precopy/rate.js';
 
 /** Neighbours queued after each requested page. */
 const PREPAGE_AHEAD = 32;
@@ -61,7 +61,7 @@ export class PostcopyPusher {
   private cursor = 0;
   private requested = 0;
   private requests = 0;
-  private readonly pacer = new Pacer(256 * 1024);
+  private readonly pacer = new Pacer(256 * 1024, PACER_BURST_MS);
   /** Pages sent in post-copy frames, and the destination's count of those it has. */
   private pagesSent = 0;
   private pagesAcked = 0;

@@ -49,6 +49,9 @@ export interface RoundStats {
   dirtyLog: Uint8Array;
   /** Bytes actually put on the wire, if the engine knows better than pages x page size. */
   bytesSent?: number;
+  /** Pages actually sent, if the engine knows better than planned minus skipped (zero pages
+   * and pages on a swap device are planned but not sent). */
+  pagesSent?: number;
 }
 
 export type RoundDecision = { stop: false } | { stop: true; rule: StopRule };
@@ -205,7 +208,7 @@ export class PrecopyPlanner {
 
     let dirtied = 0;
     for (let p = 0; p < this.pageCount; p++) if (stats.dirtyLog[p] !== 0 || this.skipped[p] !== 0) dirtied++;
-    const pagesSent = plan.pages.length - this.skippedThisRound;
+    const pagesSent = stats.pagesSent ?? plan.pages.length - this.skippedThisRound;
     const bytesSent = stats.bytesSent ?? pagesSent * this.pageSize;
     const dirtyBytes = dirtied * this.pageSize;
     const secs = stats.durationMs / 1000;

@@ -26,7 +26,21 @@ export interface AgileWorkerPort {
   evict(pages: readonly number[], mark: number): Promise<{ readonly pages: readonly number[]; readonly data: Uint8Array }>;
 }
 
-const EVICT_BATCH = 256;
+/** How one eviction pass goes at the device. */
+interface EvictPacing {
+  /** Pages per worker request (and per store). */
+  readonly batchPages: number;
+  /** Stores not yet durable before the pass waits for the oldest. */
+  readonly aheadBatches: number;
+  /** Ends the pass at its next batch once a migration suspends the policy. */
+  readonly stopWhenSuspended: boolean;
+}
+/** An epoch's: small batches at most two ahead of the device, so a migration's suspend waits
+ * for little. */
+const EPOCH_PACING: EvictPacing = { batchPages: 256, aheadBatches: 2, stopWhenSuspended: true };
+/** A migration's swap-out, which the migration waits for: few worker round trips, and one flush
+ * shared by many stores (still bounded, as every store's pages are held until durable). */
+const URGENT_PACING: EvictPacing = { batchPages: 1024, aheadBatches: 16, stopWhenSuspended: false };
 /** A page touched within this many windows of its eviction was evicted wrongly: a refault. */
 const REFAULT_HORIZON_WINDOWS = 4;
 /** Refaults in one epoch that widen the window: at least this many... */
@@ -40,6 +54,9 @@ const MAX_WINDOW_EPOCHS = 128;
 export class AgileMemory {
   readonly tracker: WorkingSetTracker;
   private readonly zero: ZeroPages;
+  /** Per page: 1 once a pass found it zero, until the access log shows it touched. Most cold
+   * resident pages are free memory, and re-reading them all for zeros was most of a pass. */
+  private readonly knownZero: Uint8Array;
   private timer: NodeJS.Timeout | undefined;
   private tick: Promise<void> = Promise.resolve();
   private suspended = 0;
@@ -62,6 +79,7 @@ export class AgileMemory {
     readonly options: AgileOptions = DEFAULT_AGILE_OPTIONS) {
     this.tracker = new WorkingSetTracker(mem.pageCount, options.coldEpochs);
     this.zero = new ZeroPages(mem.bytes);
+    this.knownZero = new Uint8Array(mem.pageCount);
     this.evictedAt = new Uint32Array(mem.pageCount);
     this.refaultedOnce = new Uint8Array(mem.pageCount);
   }
@@ -98,9 +116,22 @@ export class AgileMemory {
   }
 
   /** Evicts up to `limit` cold, non-zero, resident pages; resolves once they are durable on the
-   * swap device, with how many went. The policy's own epochs stop early when a migration
-   * suspends them (on a slow link a full epoch of writes takes seconds). */
-  async evictCold(limit: number, stopWhenSuspended = false): Promise<number> {
+   * swap device, with how many went. The policy's own epochs are paced (EPOCH_PACING) and stop
+   * early when a migration suspends them (on a slow link a full epoch of writes takes seconds). */
+  async evictCold(limit: number, pacing: EvictPacing = URGENT_PACING): Promise<number> {
+    const pass = await this.evictPass(limit, pacing);
+    await pass.durable;
+    return pass.evicted;
+  }
+
+  /** A migration's swap-out: every cold page leaves RAM now; `durable` settles once the device
+   * holds them all (a fault meanwhile is served from the pages still held here), so the writes
+   * can overlap the migration's first round. */
+  async evictAllCold(): Promise<{ readonly evicted: number; readonly durable: Promise<void> }> {
+    return this.evictPass(Number.MAX_SAFE_INTEGER, URGENT_PACING);
+  }
+
+  private async evictPass(limit: number, pacing: EvictPacing): Promise<{ readonly evicted: number; readonly durable: Promise<void> }> {
     const mem = this.mem;
     let batch: number[] = [];
     let evicted = 0;
@@ -115,20 +146,24 @@ export class AgileMemory {
       const stamp = this.tracker.observed + 1;
       for (const p of r.pages) this.evictedAt[p] = stamp;
       const stored = this.swap.store(r.pages, r.data);
-      stored.catch(() => undefined); // awaited below
+      stored.catch(() => undefined); // part of the pass's `durable`
       stores.push(stored);
-      // At most two batches ahead of the device, so stopping early waits for little.
-      if (stores.length >= 2) await stores[stores.length - 2];
+      if (stores.length >= pacing.aheadBatches) await stores[stores.length - pacing.aheadBatches];
     };
     for (let p = 0; p < mem.pageCount && evicted + batch.length < limit; p++) {
-      if (stopWhenSuspended && this.suspended > 0) break;
-      if (mem.absent[p] !== 0 || !this.tracker.isCold(p) || this.zero.isZero(p)) continue;
+      if (pacing.stopWhenSuspended && this.suspended > 0) break;
+      if (mem.absent[p] !== 0 || !this.tracker.isCold(p) || this.knownZero[p] !== 0) continue;
+      if (this.zero.isZero(p)) {
+        this.knownZero[p] = 1;
+        continue;
+      }
       batch.push(p);
-      if (batch.length === EVICT_BATCH) await flush();
+      if (batch.length === pacing.batchPages) await flush();
     }
     await flush();
-    await Promise.all(stores);
-    return evicted;
+    const durable = Promise.all(stores).then(() => undefined);
+    durable.catch(() => undefined); // the caller's to await
+    return { evicted, durable };
   }
 
   private async epoch(): Promise<void> {
@@ -137,10 +172,12 @@ export class AgileMemory {
     // resolution (pages touched meanwhile count as touched in that one epoch).
     if (this.suspended > 0 || this.stopped) return;
     const log = await this.port.harvestAccess();
+    const known = this.knownZero;
+    for (let p = 0; p < log.length; p++) if (log[p] !== 0) known[p] = 0;
     const lateReuses = this.tracker.observe(log);
     const widened = this.adaptWindow(this.countRefaults(log), lateReuses);
     let evicted = 0;
-    if (!widened && this.suspended === 0 && !this.stopped) evicted = await this.evictCold(this.options.maxEvictPerEpoch, true);
+    if (!widened && this.suspended === 0 && !this.stopped) evicted = await this.evictCold(this.options.maxEvictPerEpoch, EPOCH_PACING);
     this.evictedPerEpoch.push(evicted);
     while (this.evictedPerEpoch.length > this.horizon()) this.evictedPerEpoch.shift();
     this.lastError = undefined;
