@@ -54,9 +54,6 @@ const MAX_WINDOW_EPOCHS = 128;
 export class AgileMemory {
   readonly tracker: WorkingSetTracker;
   private readonly zero: ZeroPages;
-  /** Per page: 1 once a pass found it zero, until the access log shows it touched. Most cold
-   * resident pages are free memory, and re-reading them all for zeros was most of a pass. */
-  private readonly knownZero: Uint8Array;
   private timer: NodeJS.Timeout | undefined;
   private tick: Promise<void> = Promise.resolve();
   private suspended = 0;
@@ -79,7 +76,6 @@ export class AgileMemory {
     readonly options: AgileOptions = DEFAULT_AGILE_OPTIONS) {
     this.tracker = new WorkingSetTracker(mem.pageCount, options.coldEpochs);
     this.zero = new ZeroPages(mem.bytes);
-    this.knownZero = new Uint8Array(mem.pageCount);
     this.evictedAt = new Uint32Array(mem.pageCount);
     this.refaultedOnce = new Uint8Array(mem.pageCount);
   }
@@ -152,11 +148,7 @@ export class AgileMemory {
     };
     for (let p = 0; p < mem.pageCount && evicted + batch.length < limit; p++) {
       if (pacing.stopWhenSuspended && this.suspended > 0) break;
-      if (mem.absent[p] !== 0 || !this.tracker.isCold(p) || this.knownZero[p] !== 0) continue;
-      if (this.zero.isZero(p)) {
-        this.knownZero[p] = 1;
-        continue;
-      }
+      if (mem.absent[p] !== 0 || !this.tracker.isCold(p) || this.zero.isZero(p)) continue;
       batch.push(p);
       if (batch.length === pacing.batchPages) await flush();
     }
@@ -172,8 +164,6 @@ export class AgileMemory {
     // resolution (pages touched meanwhile count as touched in that one epoch).
     if (this.suspended > 0 || this.stopped) return;
     const log = await this.port.harvestAccess();
-    const known = this.knownZero;
-    for (let p = 0; p < log.length; p++) if (log[p] !== 0) known[p] = 0;
     const lateReuses = this.tracker.observe(log);
     const widened = this.adaptWindow(this.countRefaults(log), lateReuses);
     let evicted = 0;
