@@ -19,7 +19,9 @@ export interface VmWorkerSource {
 export function spawnVmWorker(name = 'ferry-vm', standby = false): Worker {
   // Workers inherit execArgv, and `node --input-type=module -e ...` would make the worker refuse
   // to start from a file. trackUnmanagedFds off: a TAP's fd is opened by the TAP's own thread
-  // and closed by this worker, which Node would warn about on every close.
+  // and closed by this worker, which Node would warn about on every close. Backends are closed
+  // explicitly on every way out but a terminate() of a wedged worker, where the TAP leaks
+  // regardless.
   const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
   return new Worker(WORKER_URL, { execArgv, name, trackUnmanagedFds: false, workerData: { standby } satisfies VmWorkerData });
 }

@@ -104,6 +104,16 @@ function tick(): Promise<void> {
 
 /** An Agile policy over filled fake memory with an in-memory swap device; `harvestAccess` plays
  * the worker's access log, eviction is the worker's. `epoch` runs one epoch by hand. */
+/** Guest RAM of `pageCount` non-zero pages and a swap store on a device whose writes a test
+ * can hold back. `image`: the RAM as filled. */
+function gatedSwap(pageCount: number) {
+  const m = fakeMemory(pageCount);
+  const image = fillAll(m);
+  const device = new GatedBackend(m.ramSize);
+  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  return { m, image, device, swap };
+}
+
 function agileRig(pageCount: number, harvestAccess: () => Promise<Uint8Array>, options: AgileOptions) {
   const m = fakeMemory(pageCount);
   fillAll(m);
@@ -155,10 +165,7 @@ test('working set: idle ages saturate instead of wrapping, and the window is val
 // --- SwapStore -----------------------------------------------------------------------------
 
 test('swap: a fault reads back the whole absent neighbourhood of its cluster, byte for byte', async () => {
-  const m = fakeMemory(256);
-  const image = fillAll(m);
-  const device = new GatedBackend(m.ramSize);
-  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  const { m, image, device, swap } = gatedSwap(256);
   // Evict 60..140 except page 100, which stays resident (and differs from what the device holds
   // at its offset: a read must never overwrite a resident page).
   const evicted = range(60, 141).filter((p) => p !== 100);
@@ -203,10 +210,7 @@ test('swap: a fault reads back the whole absent neighbourhood of its cluster, by
 });
 
 test('swap: a fault while the eviction write is pending is served from memory', async () => {
-  const m = fakeMemory(128);
-  const image = fillAll(m);
-  const device = new GatedBackend(m.ramSize);
-  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  const { m, image, device, swap } = gatedSwap(128);
   device.holdWrites();
   const pages = range(10, 20);
   let durable = false;
@@ -234,10 +238,7 @@ test('swap: a fault while the eviction write is pending is served from memory', 
 });
 
 test('swap: a page evicted again while an older read is queued never comes back stale', async () => {
-  const m = fakeMemory(128);
-  const image = fillAll(m);
-  const device = new GatedBackend(m.ramSize);
-  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  const { m, image, device, swap } = gatedSwap(128);
   // Pages 9 and 11 go out; page 10 (same cluster) stays resident, version 0 also on the device.
   await swap.store([9, 10, 11], m.bytes.slice(9 * PAGE_SIZE, 12 * PAGE_SIZE));
   evict(m, [9, 11]);
@@ -265,10 +266,7 @@ test('swap: a page evicted again while an older read is queued never comes back 
 });
 
 test('swap: one device operation at a time; a read waits for the write under way', async () => {
-  const m = fakeMemory(64);
-  fillAll(m);
-  const device = new GatedBackend(m.ramSize);
-  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  const { m, device, swap } = gatedSwap(64);
   await swap.store([1], evict(m, [1]));
   device.log.length = 0;
   device.holdWrites();
@@ -509,10 +507,7 @@ test('agile: a one-off touch of every evicted page (freed memory reused, a scan)
 });
 
 test('swap: stores whose writes finish before a queued flush starts share that one flush', async () => {
-  const m = fakeMemory(256);
-  const image = fillAll(m);
-  const device = new GatedBackend(m.ramSize);
-  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  const { m, image, device, swap } = gatedSwap(256);
   device.holdWrites();
   const stores = [range(0, 64), range(64, 128), range(128, 192)].map((pages) => swap.store(pages, evict(m, pages)));
   await tick();
@@ -528,10 +523,7 @@ test('swap: stores whose writes finish before a queued flush starts share that o
 });
 
 test('swap: drain waits for the flush of every store before it', async () => {
-  const m = fakeMemory(64);
-  fillAll(m);
-  const device = new GatedBackend(m.ramSize);
-  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  const { m, device, swap } = gatedSwap(64);
   device.holdWrites();
   void swap.store([3, 4], evict(m, [3, 4]));
   const drained = swap.drain();
@@ -543,10 +535,7 @@ test('swap: drain waits for the flush of every store before it', async () => {
 });
 
 test('swap: a fault read goes ahead of queued eviction writes, and still never returns a stale page', async () => {
-  const m = fakeMemory(256);
-  const image = fillAll(m);
-  const device = new GatedBackend(m.ramSize);
-  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  const { m, image, device, swap } = gatedSwap(256);
   // Version 0 of pages 0..63 is on the device; pages 0..3 are absent.
   await swap.store(range(0, 64), m.bytes.slice(0, 64 * PAGE_SIZE));
   evict(m, range(0, 4));
