@@ -47,7 +47,6 @@ async function ferryBoot(kernel: Uint8Array, initrd: Uint8Array, idleSeconds: nu
  * log that often, as a migration's dirty-page rounds would. Returns wall seconds. */
 function dirtyWriterRun(elf: Uint8Array, clearMs: number | undefined): number {
   const m = new Machine({ ramBytes: 64 << 20, console: { write() {}, onInput() {} }, boot: { kind: 'bare', elf } });
-  const cpu = m.vcpu.exports;
   const pages = m.memory.pageCount;
   const t0 = performance.now();
   let nextClear = t0 + (clearMs ?? Infinity);
@@ -56,8 +55,8 @@ function dirtyWriterRun(elf: Uint8Array, clearMs: number | undefined): number {
     const r = m.vcpu.run(100_000);
     if (r === ExitReason.Request || r === ExitReason.Fatal) break;
     if (clearMs !== undefined && performance.now() >= nextClear) {
-      for (let i = 0; i < pages; i++) dirtySeen += m.memory.dirtyLog[i]!;
-      cpu.dirtyLogClear(pages);
+      const log = m.harvestDirtyLog();
+      for (let i = 0; i < pages; i++) dirtySeen += log[i]!;
       nextClear = performance.now() + clearMs;
     }
   }

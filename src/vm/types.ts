@@ -82,20 +82,15 @@ export interface FrozenVm {
   readonly quiesceMs: number;
 }
 
-/** What an Agile swap-out before a migration left (Vm.swapOutCold). */
-export interface SwapOutSummary {
+/** What an Agile swap-out before a migration left (Vm.swapOutCold). The pages are out of RAM;
+ * their writes go on, and the device holds them once `swapDurable` resolves. */
+export interface SwapOut {
   readonly evictedPages: number;
   /** Pages on the swap device now: the destination faults them from there. */
   readonly swappedPages: number;
   readonly workingSetPages: number;
   /** The device's identity (its nbd:// URL), which the destination attaches. */
   readonly swapDevice: string;
-}
-
-/** A swap-out under way: the pages are out of RAM; `durable` settles once the device holds them
- * (rejecting if it failed to), and only then may a destination be sent to read them there. */
-export interface SwapOut extends SwapOutSummary {
-  readonly durable: Promise<void>;
 }
 
 /** Dirty pages per interval (Clark et al.'s writable working set), from `ferry wws`. */
@@ -123,6 +118,8 @@ export interface MigratableVm extends VmHandle {
   traceWorkingSet(intervalMs: number, samples: number): Promise<WwsTrace>;
   /** Agile: evicts pages outside the working set to the swap device before a migration. */
   swapOutCold(): Promise<SwapOut>;
+  /** Resolves once every page on the swap device is durable there (see SwapStore.settle). */
+  swapDurable(): Promise<void>;
   /** Destination of a post-copy: who supplies pages still at the source. */
   attachPeerPages(supplier: PageSupplier | undefined): void;
   faultStats(): FaultStats;

@@ -215,10 +215,9 @@ export class Vm implements VmHandle, MigratableVm {
       const command: VmCommand = { type: 'migrate-out', to };
       transition(this.current, command);
       await this.attachMemory(this.requireLink());
-      // RAM must hold still for the sender: no eviction until the migration ends, and every
-      // page already evicted durable on the device.
+      // RAM must hold still for the sender: no eviction until the migration ends. Pages
+      // already evicted need to be durable on the device only at the switch (swapDurable).
       await this.paging?.agile?.suspend();
-      await this.paging?.swap?.drain();
       this.apply([command]);
     });
   }
@@ -261,21 +260,26 @@ export class Vm implements VmHandle, MigratableVm {
   }
 
   /** Agile: evicts every page outside the working set to the swap device now, so the migration
-   * moves only the working set; the result's `durable` says when the device holds them. */
+   * moves only the working set; swapDurable() says when the device holds them. */
   swapOutCold(): Promise<SwapOut> {
     return this.serial(async () => {
       this.expect('migrating-out', 'swap out');
       const paging = this.paging;
       if (!paging?.agile || !paging.swap) throw new FerryError('VM_NO_SWAP', `VM ${this.name} has no swap device: Agile migration needs one (ferry run --swap nbd://...)`);
-      const { evicted, durable } = await paging.agile.evictAllCold();
+      const evicted = await paging.agile.evictAllCold();
       return {
-        durable,
         evictedPages: evicted,
         swappedPages: countMarked(paging.mem, ABSENT_SWAP),
         workingSetPages: paging.agile.tracker.workingSetPages(),
         swapDevice: paging.swap.identity,
       };
     });
+  }
+
+  /** Every page evicted so far durable on the swap device, failed writes written again. Not
+   * queued behind the VM's commands: it waits only for the device. */
+  swapDurable(): Promise<void> {
+    return this.paging?.swap?.settle() ?? Promise.resolve();
   }
 
   /** Destination of a post-copy: absent pages of origin `peer` come from `supplier`. */

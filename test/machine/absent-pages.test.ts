@@ -211,7 +211,7 @@ test('slice by slice: the faulting instruction neither retires nor advances pc u
   const { m, pager } = withPager();
   prepare(m);
   pager.takeOut(D);
-  m.vcpu.exports.accessLogClear(m.memory.pageCount);
+  m.harvestAccessLog();
   const reason = m.vcpu.run(100_000);
   assert.equal(reason, ExitReason.PageMissing);
   assert.equal(Number(m.vcpu.exports.getMissingPage()), D);

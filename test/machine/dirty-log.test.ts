@@ -6,6 +6,7 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { Machine } from '../../src/machine/boot/machine.js';
 import { buildBare } from '../support/bare.js';
 
@@ -49,8 +50,8 @@ class Guest {
     const want = (this.out.match(/!/g) ?? []).length + 1;
     this.runUntil((o) => (o.match(/!/g) ?? []).length >= want, `command ${this.seq}`);
   }
-  clearDirty(): void { this.m.vcpu.exports.dirtyLogClear(this.m.memory.pageCount); }
-  clearAccess(): void { this.m.vcpu.exports.accessLogClear(this.m.memory.pageCount); }
+  clearDirty(): void { this.m.harvestDirtyLog(); }
+  clearAccess(): void { this.m.harvestAccessLog(); }
   dirtyPages(): number[] { return marked(this.m.memory.dirtyLog); }
   accessedPages(): number[] { return marked(this.m.memory.accessLog); }
 }
@@ -154,4 +155,36 @@ test('host-side writes through GuestMemory mark both logs', () => {
   g.clearDirty();
   g.complete();
   assert.deepEqual(g.dirtyPages(), [pageOf(BUF) + 11]);
+});
+
+test('marks another thread makes while the log is harvested all land in some harvest', async () => {
+  // The VM's main thread installs pages faulted in (swap device, post-copy source) and marks
+  // them dirty while the worker harvests. A copy-then-clear lost the marks that fell between.
+  const m = new Machine({ ramBytes: 64 << 20, console: { write() {}, onInput() {} }, boot: { kind: 'incoming' } });
+  const log = m.memory.dirtyLog;
+  assert.ok(log.buffer instanceof SharedArrayBuffer, 'the log is shared memory');
+  const control = new Int32Array(new SharedArrayBuffer(4));
+  const marker = new Worker(`
+    const { workerData: { buffer, offset, pages, control } } = require('node:worker_threads');
+    const log = new Uint8Array(buffer, offset, pages);
+    const ctl = new Int32Array(control);
+    for (let p = 0; p < pages; p++) {
+      Atomics.store(log, p, 1);
+      for (const until = performance.now() + 0.005; performance.now() < until;);
+    }
+    Atomics.store(ctl, 0, 1);
+  `, { eval: true, workerData: { buffer: log.buffer, offset: log.byteOffset, pages: log.length, control: control.buffer } });
+  const exited = new Promise<number>((resolve) => marker.once('exit', resolve));
+  await new Promise<void>((resolve) => marker.once('online', () => resolve()));
+  const seen = new Uint8Array(log.length);
+  let harvests = 0;
+  const deadline = performance.now() + 60_000;
+  while (Atomics.load(control, 0) === 0 && performance.now() < deadline) {
+    m.harvestDirtyLog().forEach((v, p) => { if (v !== 0) seen[p] = 1; });
+    harvests++;
+  }
+  assert.equal(await exited, 0, 'the marking thread ran to its end');
+  m.harvestDirtyLog().forEach((v, p) => { if (v !== 0) seen[p] = 1; });
+  assert.ok(harvests > 10, `harvests overlapped the marking (${harvests})`);
+  assert.deepEqual(marked(seen).length, log.length, `every page marked once is in some harvest (${log.length - marked(seen).length} lost over ${harvests} harvests)`);
 });

@@ -240,6 +240,19 @@ test('the source VM cannot be frozen: it keeps running, the destination frees th
   assertTargetDiscarded(host);
 });
 
+test('the swap device does not take the evicted pages: the source keeps running its VM', T, async () => {
+  const { vm, host, report, received } = await migrate({
+    guest: { pagesPerTick: 2 },
+    prepare: (vm) => { vm.swapDurableError = 'EIO on the swap device'; },
+  });
+  assert.equal(report.outcome, 'failed', describe(report));
+  assert.equal(report.error?.code, 'MIGRATION_SOURCE_FAILED');
+  assert.match(report.error?.message ?? '', /EIO on the swap device/);
+  assert.equal(received.outcome, 'failed');
+  await assertSourceKeptVm(vm, false);
+  assertTargetDiscarded(host);
+});
+
 test('a token of another destination fails authentication; the VM is never touched', T, async () => {
   const vm = new FakeSourceVm({ pagesPerTick: 2 });
   const host = new FakeTargetHost();

@@ -88,6 +88,8 @@ export class FakeSourceVm implements MigrationSource {
   beforeHarvest: ((index: number, vm: FakeSourceVm) => void) | undefined;
   /** Makes freeze() fail (a VM that cannot be paused). */
   freezeError: string | undefined;
+  /** Makes swapDurable() fail (a swap device that does not take evicted pages). */
+  swapDurableError: string | undefined;
 
   private current: FakeSourceState;
   private resumeAs: 'running' | 'paused' = 'running';
@@ -175,6 +177,11 @@ export class FakeSourceVm implements MigrationSource {
     if (this.current !== 'migrating-out') this.violate(`harvestDirtyLog while ${this.current}`);
     this.beforeHarvest?.(this.harvests++, this);
     return this.takeLog();
+  }
+
+  /** As a VM with a swap device: its evicted pages are durable, or the device failed. */
+  async swapDurable(): Promise<void> {
+    if (this.swapDurableError !== undefined) throw new Error(this.swapDurableError);
   }
 
   async freeze(): Promise<FrozenVm> {

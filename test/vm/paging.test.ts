@@ -77,6 +77,8 @@ class GatedBackend extends MemoryBlockBackend {
   private openRead: (() => void) | undefined;
   private openWrite: (() => void) | undefined;
   readonly log: string[] = [];
+  /** Writes to fail (each takes one) before any reaches the device. */
+  failWrites = 0;
 
   holdReads(): void { this.readGate = new Promise((r) => { this.openRead = r; }); }
   releaseReads(): void { this.openRead?.(); this.readGate = undefined; }
@@ -94,6 +96,10 @@ class GatedBackend extends MemoryBlockBackend {
   override async write(offset: number, data: Uint8Array): Promise<void> {
     this.log.push(`write ${offset / PAGE_SIZE}+${data.length / PAGE_SIZE}`);
     if (this.writeGate) await this.writeGate;
+    if (this.failWrites > 0) {
+      this.failWrites--;
+      throw new Error('EIO on the swap device');
+    }
     return super.write(offset, data);
   }
 }
@@ -553,4 +559,66 @@ test('swap: a fault read goes ahead of queued eviction writes, and still never r
   assert.deepEqual(device.log, ['write 128+64', 'read 0+6', 'write 5+1'], 'the read passed the queued write');
   for (const p of [0, 1, 2, 3]) assert.ok(same(pageOf(m, p), image.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE)), `page ${p} exact`);
   assert.ok(same(pageOf(m, 5), pattern(5, 1)), 'page 5 came from pending, not the device\'s older copy');
+});
+
+test('swap: settle waits for every store, writes again the pages of a failed one, and they read back exact', async () => {
+  const { m, image, device, swap } = gatedSwap(128);
+  device.failWrites = 1;
+  const failed = swap.store(range(0, 16), evict(m, range(0, 16)));
+  await assert.rejects(failed, /EIO/);
+  device.holdWrites();
+  const ok = swap.store(range(32, 48), evict(m, range(32, 48)));
+  // Page 5 came back into RAM meanwhile: it needs no second write.
+  await swap.fetch([5]);
+  assert.equal(m.absent[5], PRESENT);
+  let settled = false;
+  const settling = swap.settle().then(() => { settled = true; });
+  await tick();
+  assert.equal(settled, false, 'a store under way is waited for');
+  device.releaseWrites();
+  await Promise.all([ok, settling]);
+  assert.equal(swap.pendingPages, 0, 'every evicted page is durable on the device');
+  assert.ok(device.log.includes('write 0+5') && device.log.includes('write 6+10'), `the failed store's pages still out of RAM were written again: ${device.log.join(', ')}`);
+  // Read from the device, not from memory: a new store over the same device holds nothing pending.
+  const fresh = new SwapStore(device, asGuest(m), 'mem://swap');
+  await fresh.fetch(range(0, 128));
+  assert.ok(same(m.bytes, image));
+});
+
+test('swap: settle rejects when the second write fails too, and the pages stay held', async () => {
+  const { m, device, swap } = gatedSwap(64);
+  device.failWrites = 2;
+  await assert.rejects(swap.store([1, 2], evict(m, [1, 2])), /EIO/);
+  await assert.rejects(swap.settle(), /EIO/);
+  assert.equal(swap.pendingPages, 2, 'still served from memory');
+  await swap.settle();
+  assert.equal(swap.pendingPages, 0);
+});
+
+test("agile: suspend waits for an epoch's requests to the worker, not for its writes", async () => {
+  const device = new GatedBackend(64 * PAGE_SIZE);
+  const m = fakeMemory(64);
+  fillAll(m);
+  const swap = new SwapStore(device, asGuest(m), 'mem://swap');
+  let evictions = 0;
+  const port: AgileWorkerPort = {
+    harvestAccess: async () => new Uint8Array(64),
+    evict: async (pages, mark) => { evictions++; return { pages: [...pages], data: evict(m, pages, mark) }; },
+  };
+  const agile = new AgileMemory(asGuest(m), swap, port, { epochMs: 1, coldEpochs: 1, maxEvictPerEpoch: 1000 });
+  device.holdWrites();
+  agile.start();
+  const deadline = Date.now() + 2000;
+  while (evictions === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
+  assert.equal(evictions, 1, 'an epoch evicted');
+  await agile.suspend();
+  assert.equal(swap.pendingPages, 64, "suspended while the epoch's writes are still held");
+  let settled = false;
+  const settling = swap.settle().then(() => { settled = true; });
+  await tick();
+  assert.equal(settled, false);
+  device.releaseWrites();
+  await settling;
+  assert.equal(swap.pendingPages, 0);
+  await agile.stop();
 });

@@ -6,7 +6,7 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { Vcpu } from '../cpu/vcpu.js';
 import { ExitReason } from '../cpu/exports.js';
-import { GuestMemory, PAGE_SIZE } from '../memory/guest-memory.js';
+import { GuestMemory, PAGE_SIZE, takeMarks } from '../memory/guest-memory.js';
 import { MmioBus } from '../devices/bus.js';
 import { Uart16550 } from '../devices/uart16550.js';
 import { Plic } from '../devices/plic.js';
@@ -283,19 +283,20 @@ export class Machine {
 
   /**
    * Returns the pages written since the last harvest (a byte per page, 1 = dirty) and starts a
-   * new log. Between slices only: copy and clear happen with no guest store or device write in
-   * between, so no write is lost between two harvests.
+   * new log. Between slices only, so no guest store falls between taking the log and re-arming
+   * the write TLB; marks another thread makes meanwhile are taken atomically (takeMarks). No
+   * write is lost between two harvests.
    */
   harvestDirtyLog(): Uint8Array {
-    const log = this.memory.dirtyLog.slice();
-    this.vcpu.exports.dirtyLogClear(this.memory.pageCount);
+    const log = takeMarks(this.memory.dirtyLog);
+    this.vcpu.exports.tlbDropWrites();
     return log;
   }
 
   /** As harvestDirtyLog, for the access log (reads, writes and fetches): the working set. */
   harvestAccessLog(): Uint8Array {
-    const log = this.memory.accessLog.slice();
-    this.vcpu.exports.accessLogClear(this.memory.pageCount);
+    const log = takeMarks(this.memory.accessLog);
+    this.vcpu.exports.tlbFlush();
     return log;
   }
 

@@ -37,8 +37,7 @@ export interface CpuExports {
   nextTimerDeadline(): bigint;
   interruptPending(): number;
   tlbFlush(): void;
-  dirtyLogClear(pages: number): void;
-  accessLogClear(pages: number): void;
+  tlbDropWrites(): void;
   fpExecute(insn: number): number;
 }
 

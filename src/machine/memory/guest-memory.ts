@@ -13,6 +13,23 @@ import { GuestMemoryError, GuestMemoryLostError } from './errors.js';
 export const PAGE_SIZE = 4096;
 export const PAGE_SHIFT = 12;
 
+/**
+ * Takes a per-page log (the dirty or access log) and leaves it clear. Another thread may mark
+ * pages meanwhile (the main thread installs pages faulted in from the swap device or the
+ * migration source and marks them dirty), so every word is taken with an atomic exchange: a
+ * mark lands in this log or stays for the next, never between a copy and a clear.
+ */
+export function takeMarks(log: Uint8Array): Uint8Array {
+  const out = new Uint8Array(log.length);
+  const whole = log.byteOffset % 4 === 0 ? log.length >>> 2 : 0;
+  const words = new Int32Array(log.buffer, log.byteOffset, whole);
+  const taken = new Int32Array(out.buffer, 0, whole);
+  // The plain read only skips clear words (most of them): a mark it misses stays for the next.
+  for (let i = 0; i < whole; i++) if (words[i] !== 0) taken[i] = Atomics.exchange(words, i, 0);
+  for (let i = whole * 4; i < log.length; i++) if (log[i] !== 0) out[i] = Atomics.exchange(log, i, 0);
+  return out;
+}
+
 export interface MemoryLayout {
   /** Byte offset of guest-physical `ramBase` inside the shared buffer. */
   readonly ramHostOffset: number;

@@ -34,6 +34,8 @@ export interface MigrationSource {
   beginMigrationOut(to: string): Promise<void>;
   /** Agile: evicts everything outside the working set to the swap device (durable later). */
   swapOutCold?(): Promise<SwapOut>;
+  /** Resolves once every page on the VM's swap device is durable there (none: at once). */
+  swapDurable?(): Promise<void>;
   harvestDirtyLog(): Promise<Uint8Array>;
   freeze(): Promise<FrozenVm>;
   endMigrationOut(outcome: { committed: true } | { committed: false; error: string; frozen: boolean }): Promise<void>;
@@ -189,7 +191,6 @@ export class PrecopySender {
       } catch (e) {
         throw new MigrationError('MIGRATION_UNSUPPORTED', e instanceof Error ? e.message : String(e), { cause: e });
       }
-      this.swapOut.durable.catch(() => undefined); // awaited before the switch
     }
 
     // Until Reserved arrives, everything that needs no destination: the dirty log's start and
@@ -240,14 +241,12 @@ export class PrecopySender {
     // Post-copy when asked, or for hybrid and Agile when the rounds did not converge.
     const postcopy = needs.postcopy === 'always' || (needs.postcopy === 'unless-converged' && !converged);
 
-    // The swap-out's writes ran alongside the rounds. The switch tells the destination which
-    // pages to read from the device, so they must be there first.
-    if (this.swapOut) {
-      try {
-        await this.swapOut.durable;
-      } catch (e) {
-        throw new MigrationError('MIGRATION_SOURCE_FAILED', `the swap device did not take the evicted pages: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
-      }
+    // Evictions' writes (the swap-out's, the policy's last) ran alongside the rounds. The switch
+    // tells the destination which pages to read from the device, so they must be there first.
+    try {
+      await source.swapDurable?.();
+    } catch (e) {
+      throw new MigrationError('MIGRATION_SOURCE_FAILED', `the swap device did not take the evicted pages: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
     // Stop-and-copy: the VM pauses here.
     this.checkCancelled();

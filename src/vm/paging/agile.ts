@@ -55,7 +55,10 @@ export class AgileMemory {
   readonly tracker: WorkingSetTracker;
   private readonly zero: ZeroPages;
   private timer: NodeJS.Timeout | undefined;
+  /** The epoch under way, to its writes' durability. */
   private tick: Promise<void> = Promise.resolve();
+  /** The part of the epoch under way that sends the worker requests (its writes go on after). */
+  private talking: Promise<void> = Promise.resolve();
   private suspended = 0;
   private stopped = false;
   private lastError: string | undefined;
@@ -89,7 +92,11 @@ export class AgileMemory {
   start(): void {
     if (this.timer || this.stopped) return;
     const loop = (): void => {
-      this.tick = this.epoch().catch((e: unknown) => { this.lastError = e instanceof Error ? e.message : String(e); });
+      let quiet!: () => void;
+      this.talking = new Promise((resolve) => { quiet = resolve; });
+      this.tick = this.epoch(quiet)
+        .catch((e: unknown) => { this.lastError = e instanceof Error ? e.message : String(e); })
+        .finally(quiet);
       void this.tick.then(() => { if (!this.stopped) this.timer = setTimeout(loop, this.options.epochMs); });
     };
     this.timer = setTimeout(loop, this.options.epochMs);
@@ -101,10 +108,11 @@ export class AgileMemory {
     return this.tick;
   }
 
-  /** No eviction until resume() (a migration reads RAM); waits for an eviction under way. */
+  /** No eviction until resume() (a migration reads RAM and may freeze the worker); waits for
+   * an epoch's requests to the worker, not for its writes (SwapStore.settle covers those). */
   async suspend(): Promise<void> {
     this.suspended++;
-    await this.tick;
+    await this.talking;
   }
 
   resume(): void {
@@ -112,19 +120,20 @@ export class AgileMemory {
   }
 
   /** Evicts up to `limit` cold, non-zero, resident pages; resolves once they are durable on the
-   * swap device, with how many went. The policy's own epochs are paced (EPOCH_PACING) and stop
-   * early when a migration suspends them (on a slow link a full epoch of writes takes seconds). */
-  async evictCold(limit: number, pacing: EvictPacing = URGENT_PACING): Promise<number> {
-    const pass = await this.evictPass(limit, pacing);
+   * swap device, with how many went. (The policy's own epochs are paced by EPOCH_PACING and stop
+   * early when a migration suspends them: on a slow link a full epoch of writes takes seconds.) */
+  async evictCold(limit: number): Promise<number> {
+    const pass = await this.evictPass(limit, URGENT_PACING);
     await pass.durable;
     return pass.evicted;
   }
 
-  /** A migration's swap-out: every cold page leaves RAM now; `durable` settles once the device
-   * holds them all (a fault meanwhile is served from the pages still held here), so the writes
-   * can overlap the migration's first round. */
-  async evictAllCold(): Promise<{ readonly evicted: number; readonly durable: Promise<void> }> {
-    return this.evictPass(Number.MAX_SAFE_INTEGER, URGENT_PACING);
+  /** A migration's swap-out: every cold page leaves RAM now; the writes go on and overlap the
+   * migration's first round (a fault meanwhile is served from the pages still held here).
+   * SwapStore.settle says when the device holds them. Returns how many pages went. */
+  async evictAllCold(): Promise<number> {
+    const pass = await this.evictPass(Number.MAX_SAFE_INTEGER, URGENT_PACING);
+    return pass.evicted;
   }
 
   private async evictPass(limit: number, pacing: EvictPacing): Promise<{ readonly evicted: number; readonly durable: Promise<void> }> {
@@ -158,7 +167,8 @@ export class AgileMemory {
     return { evicted, durable };
   }
 
-  private async epoch(): Promise<void> {
+  /** One epoch; calls `quiet` once it sends the worker no more requests. */
+  private async epoch(quiet: () => void = () => undefined): Promise<void> {
     // While suspended the VM may be frozen for a migration's switch: a worker request would queue
     // behind the freeze. The access log keeps accumulating, so the next epoch loses nothing but
     // resolution (pages touched meanwhile count as touched in that one epoch).
@@ -167,7 +177,14 @@ export class AgileMemory {
     const lateReuses = this.tracker.observe(log);
     const widened = this.adaptWindow(this.countRefaults(log), lateReuses);
     let evicted = 0;
-    if (!widened && this.suspended === 0 && !this.stopped) evicted = await this.evictCold(this.options.maxEvictPerEpoch, EPOCH_PACING);
+    if (!widened && this.suspended === 0 && !this.stopped) {
+      const pass = await this.evictPass(this.options.maxEvictPerEpoch, EPOCH_PACING);
+      quiet();
+      // The next epoch starts only once these writes are durable, so a slow device never
+      // builds a backlog.
+      await pass.durable;
+      evicted = pass.evicted;
+    }
     this.evictedPerEpoch.push(evicted);
     while (this.evictedPerEpoch.length > this.horizon()) this.evictedPerEpoch.shift();
     this.lastError = undefined;

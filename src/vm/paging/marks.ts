@@ -21,10 +21,12 @@ export interface PagedMemory {
 }
 
 /** Puts one page's content into RAM and only then marks it present, so a vCPU that sees it
- * present reads the new bytes. Marked dirty: a pre-copy in progress must send it again. */
+ * present reads the new bytes. Marked dirty: a pre-copy in progress must send it again (the
+ * page was absent when its rounds were planned, and is not absent at the switch). The mark is
+ * atomic because the worker may be taking the log at this moment (takeMarks). */
 export function installPage(mem: PagedMemory, page: number, data: Uint8Array): void {
   mem.bytes.set(data, page * PAGE_SIZE);
-  mem.dirtyLog[page] = 1;
+  Atomics.store(mem.dirtyLog, page, 1);
   Atomics.store(mem.absent, page, PRESENT);
 }
 

@@ -86,6 +86,22 @@ export class SwapStore implements PageSupplier {
     return flush;
   }
 
+  /**
+   * Resolves once every page evicted so far is durable on the device, as a destination sent to
+   * read them there needs: waits for the stores under way, then writes again the pages of any
+   * that failed and are still out of RAM (those back in RAM need no copy here). Rejects if
+   * that write fails too.
+   */
+  async settle(): Promise<void> {
+    await Promise.allSettled([...this.unsettled]);
+    for (const p of this.pending.keys()) if (this.mem.absent[p] !== ABSENT_SWAP) this.pending.delete(p);
+    const pages = [...this.pending.keys()].sort((a, b) => a - b);
+    if (pages.length === 0) return;
+    const data = new Uint8Array(pages.length * PAGE_SIZE);
+    pages.forEach((p, i) => data.set(this.pending.get(p)!, i * PAGE_SIZE));
+    await this.store(pages, data);
+  }
+
   /** Waits for every store so far to be durable (or failed: its pages stay in `pending`). */
   async drain(): Promise<void> {
     await Promise.allSettled([...this.unsettled]);

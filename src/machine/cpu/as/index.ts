@@ -110,9 +110,8 @@ export function nextTimerDeadline(): u64 {
 export function interruptPending(): bool { return (currentMip(now()) & S.mie) != 0; }
 
 export function tlbFlush(): void { flushTlbAll(); }
-/** Clears the dirty log and re-arms tracking by dropping write TLB entries. Call between
- * slices: the host reads the log first, so read + clear is atomic with respect to the hart. */
-export function dirtyLogClear(pages: u32): void { memory.fill(DIRTY_LOG, 0, pages); flushTlbWrites(); }
-/** Clears the access log; every TLB entry goes, so the next touch of any page re-marks it. */
-export function accessLogClear(pages: u32): void { memory.fill(ACCESS_LOG, 0, pages); flushTlbAll(); }
+/** Re-arms dirty tracking once the host has taken the dirty log: the next store to each page
+ * misses the write TLB and marks the log again. (The host takes the log itself, word by word
+ * with atomic exchanges, since another thread may mark pages meanwhile.) */
+export function tlbDropWrites(): void { flushTlbWrites(); }
 export function setMipHw(v: u64): void { S.mipHw = v; S.breakChunk = true; }
