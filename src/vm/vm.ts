@@ -266,7 +266,7 @@ export class Vm implements VmHandle, MigratableVm {
       this.expect('migrating-out', 'swap out');
       const paging = this.paging;
       if (!paging?.agile || !paging.swap) throw new FerryError('VM_NO_SWAP', `VM ${this.name} has no swap device: Agile migration needs one (ferry run --swap nbd://...)`);
-      const evicted = await paging.agile.evictAllCold();
+      const evicted = await paging.agile.evictCold();
       return {
         evictedPages: evicted,
         swappedPages: countMarked(paging.mem, ABSENT_SWAP),

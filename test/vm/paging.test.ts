@@ -412,7 +412,7 @@ test('agile: cold, non-zero, resident pages go to the swap device and fault back
   m.absent.fill(PRESENT);
   m.bytes.set(image);
   await agile.evictCold(1000);
-  await swap.drain();
+  await swap.settle();
   const out = range(0, 128).filter((p) => m.absent[p] === ABSENT_SWAP);
   assert.deepEqual(out, [...want, 100].sort((a, b) => a - b));
   assert.ok(m.bytes.subarray(16 * PAGE_SIZE).every((b) => b === 0), 'evicted pages are zeroed in RAM');

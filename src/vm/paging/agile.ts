@@ -38,8 +38,9 @@ interface EvictPacing {
 /** An epoch's: small batches at most two ahead of the device, so a migration's suspend waits
  * for little. */
 const EPOCH_PACING: EvictPacing = { batchPages: 256, aheadBatches: 2, stopWhenSuspended: true };
-/** A migration's swap-out, which the migration waits for: few worker round trips, and one flush
- * shared by many stores (still bounded, as every store's pages are held until durable). */
+/** A migration's swap-out, which the migration waits for at the switch: few worker round trips,
+ * and one flush shared by many stores (still bounded, as every store's pages are held until
+ * durable). */
 const URGENT_PACING: EvictPacing = { batchPages: 1024, aheadBatches: 16, stopWhenSuspended: false };
 /** A page touched within this many windows of its eviction was evicted wrongly: a refault. */
 const REFAULT_HORIZON_WINDOWS = 4;
@@ -119,20 +120,13 @@ export class AgileMemory {
     this.suspended = Math.max(0, this.suspended - 1);
   }
 
-  /** Evicts up to `limit` cold, non-zero, resident pages; resolves once they are durable on the
-   * swap device, with how many went. (The policy's own epochs are paced by EPOCH_PACING and stop
-   * early when a migration suspends them: on a slow link a full epoch of writes takes seconds.) */
-  async evictCold(limit: number): Promise<number> {
+  /** A migration's swap-out: up to `limit` (default all) cold, non-zero, resident pages leave RAM
+   * now; returns how many went. Their writes go on and overlap the migration's first round (a
+   * fault meanwhile is served from the pages still held here); SwapStore.settle says when the
+   * device holds them. (The policy's own epochs are paced by EPOCH_PACING and stop early when a
+   * migration suspends them: on a slow link a full epoch of writes takes seconds.) */
+  async evictCold(limit = Number.MAX_SAFE_INTEGER): Promise<number> {
     const pass = await this.evictPass(limit, URGENT_PACING);
-    await pass.durable;
-    return pass.evicted;
-  }
-
-  /** A migration's swap-out: every cold page leaves RAM now; the writes go on and overlap the
-   * migration's first round (a fault meanwhile is served from the pages still held here).
-   * SwapStore.settle says when the device holds them. Returns how many pages went. */
-  async evictAllCold(): Promise<number> {
-    const pass = await this.evictPass(Number.MAX_SAFE_INTEGER, URGENT_PACING);
     return pass.evicted;
   }
 
