@@ -85,7 +85,7 @@ export interface ReplyResults {
   memory: { readonly buffer: SharedArrayBuffer; readonly layout: MemoryLayout; readonly pagerControl: SharedArrayBuffer };
   'harvest-dirty': { readonly log: Uint8Array };
   'harvest-access': { readonly log: Uint8Array };
-  evict: { readonly pages: readonly number[]; readonly data: Uint8Array };
+  evict: { readonly pages: readonly number[]; readonly data: Uint8Array; readonly unchanged: readonly number[] };
   freeze: { readonly log: Uint8Array; readonly state: MachineState; readonly wasRunning: boolean; readonly quiesceMs: number };
   thaw: undefined;
   'load-state': undefined;

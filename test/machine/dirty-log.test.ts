@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { Machine } from '../../src/machine/boot/machine.js';
 import { buildBare } from '../support/bare.js';
+import { MARK_INSTALLED, installPage } from '../../src/vm/paging/marks.js';
 
 const RAM_BASE = 0x8000_0000n;
 const MBOX = 0x8070_0000n;
@@ -155,6 +156,39 @@ test('host-side writes through GuestMemory mark both logs', () => {
   g.clearDirty();
   g.complete();
   assert.deepEqual(g.dirtyPages(), [pageOf(BUF) + 11]);
+});
+
+test('an installed page leaves RAM without data until a store, a DMA write or a later harvest says it changed', () => {
+  const g = readyGuest();
+  const m = g.m;
+  const page = pageOf(BUF) + 3;
+  const SWAP = 2;
+  const evictAndInstall = (): { pages: number[]; unchanged: number[] } => {
+    const r = m.evictPages([page], SWAP);
+    assert.equal(m.memory.absent[page], SWAP);
+    installPage(m.memory, page, r.pages.length > 0 ? r.data : content, MARK_INSTALLED);
+    return { pages: r.pages, unchanged: r.unchanged };
+  };
+  g.clearDirty();
+  g.post(OP_STORE, BUF + 3n * PAGE, 1, PAGE);
+  g.complete();
+  const content = m.memory.bytes.slice(page * 4096, (page + 1) * 4096);
+  assert.deepEqual(evictAndInstall(), { pages: [page], unchanged: [] }, 'written by the guest: the data goes out');
+  assert.deepEqual(evictAndInstall(), { pages: [], unchanged: [page] }, 'installed, not harvested yet');
+  assert.equal(m.harvestDirtyLog()[page], 1, 'a harvest reports an installed page as changed');
+  assert.deepEqual(evictAndInstall(), { pages: [], unchanged: [page] }, 'installed, harvested');
+  g.post(OP_STORE, BUF + 3n * PAGE, 1, PAGE);
+  g.complete();
+  assert.deepEqual(evictAndInstall(), { pages: [page], unchanged: [] }, 'a guest store since the install');
+  g.post(OP_STORE, BUF + 3n * PAGE, 1, PAGE);
+  g.complete();
+  m.harvestDirtyLog();
+  assert.equal(m.memory.dirtyLog[page], 0);
+  assert.equal(evictAndInstall().pages.length, 1, 'a store a harvest has already taken');
+  m.harvestDirtyLog();
+  m.memory.writeU32(BUF + 3n * PAGE + 16n, 7);
+  assert.equal(evictAndInstall().pages.length, 1, 'a DMA write since the install');
+  assert.equal(m.memory.readU32(BUF + 3n * PAGE + 16n), 7);
 });
 
 test('marks another thread makes while the log is harvested all land in some harvest', async () => {

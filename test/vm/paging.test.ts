@@ -11,7 +11,7 @@ import { MemoryBlockBackend } from '../../src/storage/memory.js';
 import { WorkingSetTracker } from '../../src/vm/paging/working-set.js';
 import { SwapStore } from '../../src/vm/paging/swap.js';
 import { PageServer, type PageSupplier } from '../../src/vm/paging/page-server.js';
-import { ABSENT_PEER, ABSENT_SWAP, PAGE_SIZE, PRESENT, installPage, markedRuns, countMarked } from '../../src/vm/paging/marks.js';
+import { ABSENT_PEER, ABSENT_SWAP, MARK_INSTALLED, PAGE_SIZE, PRESENT, installPage, markedRuns, countMarked } from '../../src/vm/paging/marks.js';
 import { AgileMemory, type AgileOptions, type AgileWorkerPort } from '../../src/vm/paging/agile.js';
 
 const CLUSTER = 64;
@@ -70,6 +70,15 @@ function evict(m: FakeMemory, pages: readonly number[], mark = ABSENT_SWAP): Uin
   return data;
 }
 
+/** The worker's eviction as the Agile policy sees it: pages read back from the device and not
+ * written since (MARK_INSTALLED; the fake has no harvests) come without data. */
+async function workerEvict(m: FakeMemory, pages: readonly number[], mark: number) {
+  const unchanged = pages.filter((p) => m.absent[p] === PRESENT && m.dirtyLog[p] === MARK_INSTALLED);
+  const taken = pages.filter((p) => m.absent[p] === PRESENT && m.dirtyLog[p] !== MARK_INSTALLED);
+  evict(m, unchanged, mark);
+  return { pages: taken, data: evict(m, taken, mark), unchanged };
+}
+
 /** A memory block device whose reads and writes can be held at a gate. */
 class GatedBackend extends MemoryBlockBackend {
   private readGate: Promise<void> | undefined;
@@ -124,7 +133,7 @@ function agileRig(pageCount: number, harvestAccess: () => Promise<Uint8Array>, o
   const m = fakeMemory(pageCount);
   fillAll(m);
   const swap = new SwapStore(new MemoryBlockBackend(m.ramSize), asGuest(m), 'mem://swap');
-  const port: AgileWorkerPort = { harvestAccess, evict: async (pages, mark) => ({ pages: [...pages], data: evict(m, pages, mark) }) };
+  const port: AgileWorkerPort = { harvestAccess, evict: (pages, mark) => workerEvict(m, pages, mark) };
   const agile = new AgileMemory(asGuest(m), swap, port, options);
   const epoch = (): Promise<void> => (agile as unknown as { epoch(): Promise<void> }).epoch();
   return { m, swap, agile, epoch };
@@ -190,7 +199,7 @@ test('swap: a fault reads back the whole absent neighbourhood of its cluster, by
   for (const p of cluster1) {
     assert.equal(m.absent[p], PRESENT, `page ${p} present`);
     assert.ok(same(pageOf(m, p), image.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE)), `page ${p} exact`);
-    assert.equal(m.dirtyLog[p], 1, `page ${p} marked dirty`);
+    assert.equal(m.dirtyLog[p], MARK_INSTALLED, `page ${p} marked dirty, as the device's copy`);
   }
   assert.ok(same(pageOf(m, 100), resident100), 'the resident page was left alone');
   assert.equal(m.dirtyLog[100], 0);
@@ -390,7 +399,7 @@ test('agile: cold, non-zero, resident pages go to the swap device and fault back
   const evictCalls: number[][] = [];
   const port: AgileWorkerPort = {
     harvestAccess: async () => { const l = new Uint8Array(m.pageCount); for (const p of hot) l[p] = 1; return l; },
-    evict: async (pages, mark) => { evictCalls.push([...pages]); return { pages: [...pages], data: evict(m, pages, mark) }; },
+    evict: (pages, mark) => { evictCalls.push([...pages]); return workerEvict(m, pages, mark); },
   };
   const agile = new AgileMemory(asGuest(m), swap, port, { epochMs: 1000, coldEpochs: 2, maxEvictPerEpoch: 1000 });
   assert.equal(await agile.evictCold(1000), 0, 'nothing is cold before the window has passed');
@@ -419,6 +428,42 @@ test('agile: cold, non-zero, resident pages go to the swap device and fault back
   for (const p of out) await swap.fetch([p]);
   assert.equal(countMarked(m, ABSENT_SWAP), 0);
   assert.ok(same(m.bytes, image));
+});
+
+test('agile: a page read back from the device and not written since leaves RAM again without a write', async () => {
+  const { m, image, device, swap } = gatedSwap(128);
+  const port: AgileWorkerPort = { harvestAccess: async () => new Uint8Array(m.pageCount), evict: (pages, mark) => workerEvict(m, pages, mark) };
+  const agile = new AgileMemory(asGuest(m), swap, port, { epochMs: 1000, coldEpochs: 1, maxEvictPerEpoch: 1000 });
+  agile.tracker.observe(await port.harvestAccess());
+  assert.equal(await agile.evictCold(), 128);
+  await swap.settle();
+  const before = device.log.length;
+  await swap.fetch([3]); // cluster 0 comes back from the device
+  m.bytes[5 * PAGE_SIZE] ^= 0xff; // and the guest writes page 5
+  m.dirtyLog[5] = 1;
+  const want = m.bytes.slice(0, 64 * PAGE_SIZE);
+  assert.equal(await agile.evictCold(), 64);
+  assert.equal(agile.unchangedEvicted, 63);
+  await swap.settle();
+  assert.deepEqual(device.log.slice(before), ['read 0+64', 'write 5+1']);
+  await swap.fetch([0]);
+  await swap.fetch([64]);
+  assert.ok(same(m.bytes.subarray(0, 64 * PAGE_SIZE), want));
+  assert.ok(same(m.bytes.subarray(64 * PAGE_SIZE), image.subarray(64 * PAGE_SIZE)));
+});
+
+test('swap: a page read from the device is marked installed; one served from a held copy, written', async () => {
+  const { m, device, swap } = gatedSwap(128);
+  await swap.store([1, 2], evict(m, [1, 2]));
+  device.holdWrites();
+  const held = swap.store([70], evict(m, [70]));
+  await swap.fetch([70]);
+  assert.equal(m.dirtyLog[70], 1, 'the held copy may yet fail to reach the device');
+  device.releaseWrites();
+  await held;
+  await swap.fetch([1]);
+  assert.equal(m.dirtyLog[1], MARK_INSTALLED);
+  assert.equal(m.dirtyLog[2], MARK_INSTALLED, 'read with the cluster');
 });
 
 test('agile epochs: none reach the worker while suspended; a failing epoch is reported and cleared by the next', async () => {
@@ -603,7 +648,7 @@ test("agile: suspend waits for an epoch's requests to the worker, not for its wr
   let evictions = 0;
   const port: AgileWorkerPort = {
     harvestAccess: async () => new Uint8Array(64),
-    evict: async (pages, mark) => { evictions++; return { pages: [...pages], data: evict(m, pages, mark) }; },
+    evict: (pages, mark) => { evictions++; return workerEvict(m, pages, mark); },
   };
   const agile = new AgileMemory(asGuest(m), swap, port, { epochMs: 1, coldEpochs: 1, maxEvictPerEpoch: 1000 });
   device.holdWrites();

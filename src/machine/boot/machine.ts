@@ -6,7 +6,7 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { Vcpu } from '../cpu/vcpu.js';
 import { ExitReason } from '../cpu/exports.js';
-import { GuestMemory, PAGE_SIZE, takeMarks } from '../memory/guest-memory.js';
+import { GuestMemory, MARK_INSTALLED, MARK_WRITTEN, PAGE_SIZE, takeMarks } from '../memory/guest-memory.js';
 import { MmioBus } from '../devices/bus.js';
 import { Uart16550 } from '../devices/uart16550.js';
 import { Plic } from '../devices/plic.js';
@@ -156,6 +156,9 @@ export class Machine {
   private readonly sbiInMachine: boolean;
   private readonly pager: MachinePager | undefined;
   private readonly attention: Int32Array | undefined;
+  /** Per page: 1 while RAM holds exactly the copy its backing store keeps (a harvest saw
+   * MARK_INSTALLED, and no write since). Marks not yet harvested are read at eviction. */
+  private readonly backed: Uint8Array;
 
   constructor(opts: MachineOptions) {
     const sbiInMachine = opts.boot.kind !== 'bare';
@@ -170,6 +173,7 @@ export class Machine {
       },
     });
     this.memory = new GuestMemory(this.vcpu.memory.buffer, this.vcpu.layout);
+    this.backed = new Uint8Array(this.memory.pageCount);
     this.pager = opts.pager;
     this.attention = opts.attention;
     if (opts.pager) this.memory.onAbsent((first, last) => opts.pager!.faultSync(first, last));
@@ -290,6 +294,13 @@ export class Machine {
   harvestDirtyLog(): Uint8Array {
     const log = takeMarks(this.memory.dirtyLog);
     this.vcpu.exports.tlbDropWrites();
+    // Callers see 1 for any change; which kind it was stays here, for evictPages.
+    for (let p = 0; p < log.length; p++) {
+      const mark = log[p]!;
+      if (mark === 0) continue;
+      this.backed[p] = mark === MARK_INSTALLED ? 1 : 0;
+      log[p] = MARK_WRITTEN;
+    }
     return log;
   }
 
@@ -301,22 +312,29 @@ export class Machine {
   }
 
   /**
-   * Takes pages out of RAM between two slices: returns their contents, marks them absent with
-   * `mark` (who holds them now) and zeroes them. No TLB entry survives, so the next touch
-   * faults the page back in through the pager. Pages already absent are skipped (their entry
-   * in the result is zero-length).
+   * Takes pages out of RAM between two slices: marks them absent with `mark` (who holds them
+   * now) and zeroes them. No TLB entry survives, so the next touch faults the page back in
+   * through the pager. Returns the contents of the pages in `pages`; those in `unchanged` hold
+   * exactly what their backing store already keeps (installed from it and not written since),
+   * so they come without data. Pages already absent are skipped.
    */
-  evictPages(pages: readonly number[], mark: number): { pages: number[]; data: Uint8Array } {
+  evictPages(pages: readonly number[], mark: number): { pages: number[]; data: Uint8Array; unchanged: number[] } {
     const mem = this.memory;
-    const taken = pages.filter((p) => Number.isInteger(p) && p >= 0 && p < mem.pageCount && mem.absent[p] === 0);
+    const taken: number[] = [];
+    const unchanged: number[] = [];
+    for (const p of pages) {
+      if (!Number.isInteger(p) || p < 0 || p >= mem.pageCount || mem.absent[p] !== 0) continue;
+      const log = mem.dirtyLog[p];
+      (log === MARK_INSTALLED || (log === 0 && this.backed[p] === 1) ? unchanged : taken).push(p);
+    }
     const data = new Uint8Array(taken.length * PAGE_SIZE);
-    taken.forEach((p, i) => {
-      data.set(mem.bytes.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), i * PAGE_SIZE);
+    taken.forEach((p, i) => data.set(mem.bytes.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), i * PAGE_SIZE));
+    for (const p of [...taken, ...unchanged]) {
       mem.absent[p] = mark;
       mem.bytes.fill(0, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
-    });
+    }
     this.vcpu.exports.tlbFlush();
-    return { pages: taken, data };
+    return { pages: taken, data, unchanged };
   }
 
   /** With the machine paused: lets devices finish in-flight I/O and stop writing RAM on

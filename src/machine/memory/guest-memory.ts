@@ -13,6 +13,13 @@ import { GuestMemoryError, GuestMemoryLostError } from './errors.js';
 export const PAGE_SIZE = 4096;
 export const PAGE_SHIFT = 12;
 
+/** Dirty-log value of a written page: every writer (a CPU store, DMA) stores it. */
+export const MARK_WRITTEN = 1;
+/** Dirty-log value of a page put in RAM from a copy its backing store keeps (read back from the
+ * swap device) and not written since: evicting it again needs no write (Linux's swap cache).
+ * A later write overwrites it with MARK_WRITTEN. */
+export const MARK_INSTALLED = 2;
+
 /**
  * Takes a per-page log (the dirty or access log) and leaves it clear. Another thread may mark
  * pages meanwhile (the main thread installs pages faulted in from the swap device or the
@@ -50,7 +57,8 @@ export class GuestMemory {
   readonly pageCount: number;
   /** Guest RAM as bytes, index 0 = guest-physical ramBase. */
   readonly bytes: Uint8Array;
-  /** One byte per guest page, shared with the vCPU: 1 = written since last clear. */
+  /** One byte per guest page, shared with the vCPU: non-zero = changed since last clear
+   * (MARK_WRITTEN, or MARK_INSTALLED for an unchanged copy of a backing store's page). */
   readonly dirtyLog: Uint8Array;
   /** One byte per guest page: 1 = read, written or executed since last clear. */
   readonly accessLog: Uint8Array;

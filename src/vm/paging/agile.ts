@@ -23,7 +23,9 @@ export const DEFAULT_AGILE_OPTIONS: AgileOptions = { epochMs: 1000, coldEpochs: 
 /** What the policy needs from the VM's worker. */
 export interface AgileWorkerPort {
   harvestAccess(): Promise<Uint8Array>;
-  evict(pages: readonly number[], mark: number): Promise<{ readonly pages: readonly number[]; readonly data: Uint8Array }>;
+  /** Out of RAM: the contents of `pages` to store, and the pages the device already holds as
+   * they are (read back from it and not written since: Machine.evictPages). */
+  evict(pages: readonly number[], mark: number): Promise<{ readonly pages: readonly number[]; readonly data: Uint8Array; readonly unchanged: readonly number[] }>;
 }
 
 /** How one eviction pass goes at the device. */
@@ -72,6 +74,7 @@ export class AgileMemory {
   private readonly evictedPerEpoch: number[] = [];
   private quietEpochs = 0;
   private refaultCount = 0;
+  private unchangedEvictions = 0;
   /** Stamp (as in evictedAt) of the last widening: only pages evicted under the current window
    * say whether it is still too narrow. */
   private widenedStamp = 0;
@@ -83,6 +86,9 @@ export class AgileMemory {
     this.evictedAt = new Uint32Array(mem.pageCount);
     this.refaultedOnce = new Uint8Array(mem.pageCount);
   }
+
+  /** Evictions that needed no write: the device still held the page as it was. */
+  get unchangedEvicted(): number { return this.unchangedEvictions; }
 
   /** Evicted pages the guest touched again within the refault horizon, since start. */
   get refaults(): number { return this.refaultCount; }
@@ -140,10 +146,12 @@ export class AgileMemory {
       if (batch.length === 0) return;
       const r = await this.port.evict(batch, ABSENT_SWAP);
       batch = [];
-      if (r.pages.length === 0) return;
-      evicted += r.pages.length;
+      evicted += r.pages.length + r.unchanged.length;
+      this.unchangedEvictions += r.unchanged.length;
       const stamp = this.tracker.observed + 1;
       for (const p of r.pages) this.evictedAt[p] = stamp;
+      for (const p of r.unchanged) this.evictedAt[p] = stamp;
+      if (r.pages.length === 0) return;
       const stored = this.swap.store(r.pages, r.data);
       stored.catch(() => undefined); // part of the pass's `durable`
       stores.push(stored);

@@ -1,9 +1,9 @@
 // What a non-zero byte in the absent map says about where the page is. The vCPU only tests
 // for non-zero; the main thread's page server picks the supplier by value.
 
-import { PAGE_SIZE } from '../../machine/memory/guest-memory.js';
+import { MARK_INSTALLED, MARK_WRITTEN, PAGE_SIZE } from '../../machine/memory/guest-memory.js';
 
-export { PAGE_SIZE };
+export { MARK_INSTALLED, MARK_WRITTEN, PAGE_SIZE };
 
 /** In RAM. */
 export const PRESENT = 0;
@@ -23,10 +23,12 @@ export interface PagedMemory {
 /** Puts one page's content into RAM and only then marks it present, so a vCPU that sees it
  * present reads the new bytes. Marked dirty: a pre-copy in progress must send it again (the
  * page was absent when its rounds were planned, and is not absent at the switch). The mark is
- * atomic because the worker may be taking the log at this moment (takeMarks). */
-export function installPage(mem: PagedMemory, page: number, data: Uint8Array): void {
+ * MARK_INSTALLED when the page's source keeps this very copy (the swap device), so evicting it
+ * unchanged costs no write; it is atomic because the worker may be taking the log at this
+ * moment (takeMarks). */
+export function installPage(mem: PagedMemory, page: number, data: Uint8Array, mark: typeof MARK_WRITTEN | typeof MARK_INSTALLED = MARK_WRITTEN): void {
   mem.bytes.set(data, page * PAGE_SIZE);
-  Atomics.store(mem.dirtyLog, page, 1);
+  Atomics.store(mem.dirtyLog, page, mark);
   Atomics.store(mem.absent, page, PRESENT);
 }
 

@@ -12,7 +12,7 @@
 import type { BlockBackend } from '../../storage/backend.js';
 import type { GuestMemory } from '../../machine/memory/guest-memory.js';
 import { GuestMemoryLostError } from '../../machine/memory/errors.js';
-import { ABSENT_SWAP, PAGE_SIZE, installPage, pageRuns } from './marks.js';
+import { ABSENT_SWAP, MARK_INSTALLED, PAGE_SIZE, installPage, pageRuns } from './marks.js';
 import type { PageSupplier } from './page-server.js';
 
 /** Pages read per fault around the faulting page (256 KiB). */
@@ -134,7 +134,10 @@ export class SwapStore implements PageSupplier {
     for (let p = first; p < end; p++) {
       if (mem.absent[p] !== ABSENT_SWAP) continue;
       // Evicted again while the read was queued: the newer copy is the pending one.
-      installPage(mem, p, this.pending.get(p) ?? data.subarray((p - first) * PAGE_SIZE, (p - first + 1) * PAGE_SIZE));
+      const held = this.pending.get(p);
+      // Only the device's own copy makes a later eviction free: a held one may yet fail to land.
+      if (held) installPage(mem, p, held);
+      else installPage(mem, p, data.subarray((p - first) * PAGE_SIZE, (p - first + 1) * PAGE_SIZE), MARK_INSTALLED);
       this.stats.pagesRead++;
     }
   }
