@@ -277,7 +277,10 @@ export class MigrationSession {
     await this.sh('kill -USR1 $(pidof memwriter)').catch(() => '');
     const timeoutMs = 30_000 + this.work.writer.wssMib * 100;
     const verdict = await this.waitForOutput(`grep verify /tmp/mw.log | tail -n +${before + 1} | head -1`, /verify (ok|FAILED)/, timeoutMs).catch(() => '');
-    return { alive, memory: /verify ok/.test(verdict) && !/FAILED/.test(verdict) };
+    const memory = /verify ok/.test(verdict) && !/FAILED/.test(verdict);
+    // A failed check must say which way it failed: a verify still running is not a corrupted page.
+    if (!memory) this.log(verdict === '' ? `memwriter gave no verdict within ${timeoutMs} ms` : `memwriter: ${verdict.trim()}`);
+    return { alive, memory };
   }
 
   /** Stops the guest wherever it is and deletes it, so another session can start afresh. */
@@ -315,6 +318,18 @@ export class MigrationSession {
     }
   }
 
+  /** Whether the guest still runs a shell, and what its network says: tells a hung guest from a
+   * lost network when a check fails. */
+  private async consoleState(): Promise<string> {
+    const driver = this.console!.driver;
+    try {
+      const r = await driver.exec('ip -br addr 2>&1; pidof httpd || echo no httpd', 10_000);
+      return `the console answers: ${JSON.stringify(r.output.trim())}`;
+    } catch {
+      return `the console is silent; it ended with ${JSON.stringify(driver.output.slice(-400))}`;
+    }
+  }
+
   private async waitForHttp(timeoutMs: number): Promise<void> {
     const end = Date.now() + timeoutMs;
     for (;;) {
@@ -322,7 +337,7 @@ export class MigrationSession {
         const res = await fetch(`http://${this.address}/`, { signal: AbortSignal.timeout(3000) });
         if (res.ok) return;
       } catch { /* not up yet */ }
-      if (Date.now() > end) throw new FerryError('DEMO_GUEST', `the guest's web server at ${this.address} never answered`);
+      if (Date.now() > end) throw new FerryError('DEMO_GUEST', `the guest's web server at ${this.address} never answered; ${await this.consoleState()}`);
       await sleep(500);
     }
   }
