@@ -74,7 +74,6 @@ export class AgileMemory {
   private readonly evictedPerEpoch: number[] = [];
   private quietEpochs = 0;
   private refaultCount = 0;
-  private unchangedEvictions = 0;
   /** Stamp (as in evictedAt) of the last widening: only pages evicted under the current window
    * say whether it is still too narrow. */
   private widenedStamp = 0;
@@ -86,9 +85,6 @@ export class AgileMemory {
     this.evictedAt = new Uint32Array(mem.pageCount);
     this.refaultedOnce = new Uint8Array(mem.pageCount);
   }
-
-  /** Evictions that needed no write: the device still held the page as it was. */
-  get unchangedEvicted(): number { return this.unchangedEvictions; }
 
   /** Evicted pages the guest touched again within the refault horizon, since start. */
   get refaults(): number { return this.refaultCount; }
@@ -147,7 +143,6 @@ export class AgileMemory {
       const r = await this.port.evict(batch, ABSENT_SWAP);
       batch = [];
       evicted += r.pages.length + r.unchanged.length;
-      this.unchangedEvictions += r.unchanged.length;
       const stamp = this.tracker.observed + 1;
       for (const p of r.pages) this.evictedAt[p] = stamp;
       for (const p of r.unchanged) this.evictedAt[p] = stamp;
