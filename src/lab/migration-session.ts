@@ -273,7 +273,11 @@ export class MigrationSession {
     // A verification of a large set takes seconds in the guest: wait for a verify line newer
     // than those already in the log, never take an older one for this check's.
     const before = await this.sh('grep -c verify /tmp/mw.log || true').then((o) => Number(/^(\d+)\s*$/m.exec(o)?.[1] ?? NaN)).catch(() => NaN);
-    if (!Number.isInteger(before)) return { alive, memory: false };
+    if (!Number.isInteger(before)) {
+      this.log("memwriter's log could not be read");
+      return { alive, memory: false };
+    }
+    if (!/\d/.test(await this.sh('pidof memwriter || true').catch(() => ''))) this.log('memwriter is not running');
     await this.sh('kill -USR1 $(pidof memwriter)').catch(() => '');
     const timeoutMs = 30_000 + this.work.writer.wssMib * 100;
     const verdict = await this.waitForOutput(`grep verify /tmp/mw.log | tail -n +${before + 1} | head -1`, /verify (ok|FAILED)/, timeoutMs).catch(() => '');
