@@ -9,12 +9,11 @@ import type { GuestMemory } from '../../src/machine/memory/guest-memory.js';
 import { GuestMemoryLostError } from '../../src/machine/memory/errors.js';
 import { MemoryBlockBackend } from '../../src/storage/memory.js';
 import { WorkingSetTracker } from '../../src/vm/paging/working-set.js';
-import { SwapStore } from '../../src/vm/paging/swap.js';
+import { CLUSTER_PAGES as C, SwapStore } from '../../src/vm/paging/swap.js';
 import { PageServer, type PageSupplier } from '../../src/vm/paging/page-server.js';
 import { ABSENT_PEER, ABSENT_SWAP, MARK_INSTALLED, PAGE_SIZE, PRESENT, installPage, markedRuns, countMarked } from '../../src/vm/paging/marks.js';
 import { AgileMemory, type AgileOptions, type AgileWorkerPort } from '../../src/vm/paging/agile.js';
 
-const CLUSTER = 64;
 
 interface FakeMemory {
   readonly bytes: Uint8Array;
@@ -180,47 +179,49 @@ test('working set: idle ages saturate instead of wrapping, and the window is val
 // --- SwapStore -----------------------------------------------------------------------------
 
 test('swap: a fault reads back the whole absent neighbourhood of its cluster, byte for byte', async () => {
-  const { m, image, device, swap } = gatedSwap(256);
-  // Evict 60..140 except page 100, which stays resident (and differs from what the device holds
-  // at its offset: a read must never overwrite a resident page).
-  const evicted = range(60, 141).filter((p) => p !== 100);
+  const { m, image, device, swap } = gatedSwap(8 * C);
+  // Evict the end of cluster 0, all of cluster 1 but one page that stays resident (and differs
+  // from what the device holds at its offset: a read must never overwrite a resident page), and
+  // the start of cluster 2.
+  const resident = C + 3;
+  const evicted = range(C - 4, 2 * C + 5).filter((p) => p !== resident);
   await swap.store(evicted, evict(m, evicted));
   assert.equal(swap.pendingPages, 0, 'durable: nothing pending');
   assert.ok(device.flushes >= 1, 'the store flushed the device');
   assert.equal(swap.stats.pagesWritten, evicted.length);
   for (const p of evicted) assert.ok(same(device.data.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), pattern(p, 0)), `page ${p} on the device at offset ${p} x 4096`);
-  device.data.fill(0xee, 100 * PAGE_SIZE, 101 * PAGE_SIZE);
-  const resident100 = pattern(100, 7);
-  m.bytes.set(resident100, 100 * PAGE_SIZE);
+  device.data.fill(0xee, resident * PAGE_SIZE, (resident + 1) * PAGE_SIZE);
+  const residentData = pattern(resident, 7);
+  m.bytes.set(residentData, resident * PAGE_SIZE);
   m.dirtyLog.fill(0);
 
-  await swap.fetch([90]);
-  const cluster1 = range(CLUSTER, 2 * CLUSTER).filter((p) => p !== 100);
+  await swap.fetch([C + 5]);
+  const cluster1 = range(C, 2 * C).filter((p) => p !== resident);
   for (const p of cluster1) {
     assert.equal(m.absent[p], PRESENT, `page ${p} present`);
     assert.ok(same(pageOf(m, p), image.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE)), `page ${p} exact`);
     assert.equal(m.dirtyLog[p], MARK_INSTALLED, `page ${p} marked dirty, as the device's copy`);
   }
-  assert.ok(same(pageOf(m, 100), resident100), 'the resident page was left alone');
-  assert.equal(m.dirtyLog[100], 0);
+  assert.ok(same(pageOf(m, resident), residentData), 'the resident page was left alone');
+  assert.equal(m.dirtyLog[resident], 0);
   // The neighbouring clusters stay on the device.
-  for (const p of [...range(60, 64), ...range(128, 141)]) {
+  for (const p of [...range(C - 4, C), ...range(2 * C, 2 * C + 5)]) {
     assert.equal(m.absent[p], ABSENT_SWAP, `page ${p} still absent`);
     assert.ok(pageOf(m, p).every((b) => b === 0));
   }
   assert.deepEqual(swap.stats, { pagesWritten: evicted.length, pagesRead: cluster1.length, reads: 1 });
-  assert.deepEqual(device.log.filter((l) => l.startsWith('read')), ['read 64+64'], 'one read of the cluster');
+  assert.deepEqual(device.log.filter((l) => l.startsWith('read')), [`read ${C}+${C}`], 'one read of the cluster');
 
   // Two faults in two clusters: two reads, trimmed to the absent pages.
-  await swap.fetch([61, 139]);
-  assert.deepEqual(device.log.filter((l) => l.startsWith('read')).slice(1), ['read 60+4', 'read 128+13']);
+  await swap.fetch([C - 3, 2 * C + 4]);
+  assert.deepEqual(device.log.filter((l) => l.startsWith('read')).slice(1), [`read ${C - 4}+4`, `read ${2 * C}+5`]);
   assert.deepEqual(markedRuns(m.absent, ABSENT_SWAP), []);
   const expected = image.slice();
-  expected.set(resident100, 100 * PAGE_SIZE);
+  expected.set(residentData, resident * PAGE_SIZE);
   assert.ok(same(m.bytes, expected), 'RAM is the image again');
   assert.equal(swap.stats.pagesRead, evicted.length);
   // A fetch of present pages reads nothing.
-  await swap.fetch([61, 90, 100]);
+  await swap.fetch([C - 3, C + 5, resident]);
   assert.equal(swap.stats.reads, 3);
 });
 
@@ -247,7 +248,7 @@ test('swap: a fault while the eviction write is pending is served from memory', 
   assert.equal(swap.pendingPages, 0);
   assert.equal(swap.stats.reads, 0, 'no device read was needed');
   // The rest comes from the device now.
-  await swap.fetch([19]);
+  await swap.fetch([10, 19]);
   assert.deepEqual(markedRuns(m.absent, ABSENT_SWAP), []);
   assert.ok(same(m.bytes, image));
 });
@@ -431,24 +432,23 @@ test('agile: cold, non-zero, resident pages go to the swap device and fault back
 });
 
 test('agile: a page read back from the device and not written since leaves RAM again without a write', async () => {
-  const { m, image, device, swap } = gatedSwap(128);
+  const { m, image, device, swap } = gatedSwap(4 * C);
   const port: AgileWorkerPort = { harvestAccess: async () => new Uint8Array(m.pageCount), evict: (pages, mark) => workerEvict(m, pages, mark) };
   const agile = new AgileMemory(asGuest(m), swap, port, { epochMs: 1000, coldEpochs: 1, maxEvictPerEpoch: 1000 });
   agile.tracker.observe(await port.harvestAccess());
-  assert.equal(await agile.evictCold(), 128);
+  assert.equal(await agile.evictCold(), 4 * C);
   await swap.settle();
   const before = device.log.length;
   await swap.fetch([3]); // cluster 0 comes back from the device
   m.bytes[5 * PAGE_SIZE] ^= 0xff; // and the guest writes page 5
   m.dirtyLog[5] = 1;
-  const want = m.bytes.slice(0, 64 * PAGE_SIZE);
-  assert.equal(await agile.evictCold(), 64);
+  const want = m.bytes.slice(0, C * PAGE_SIZE);
+  assert.equal(await agile.evictCold(), C);
   await swap.settle();
-  assert.deepEqual(device.log.slice(before), ['read 0+64', 'write 5+1']);
-  await swap.fetch([0]);
-  await swap.fetch([64]);
-  assert.ok(same(m.bytes.subarray(0, 64 * PAGE_SIZE), want));
-  assert.ok(same(m.bytes.subarray(64 * PAGE_SIZE), image.subarray(64 * PAGE_SIZE)));
+  assert.deepEqual(device.log.slice(before), [`read 0+${C}`, 'write 5+1']);
+  for (let c = 0; c < 4; c++) await swap.fetch([c * C]);
+  assert.ok(same(m.bytes.subarray(0, C * PAGE_SIZE), want));
+  assert.ok(same(m.bytes.subarray(C * PAGE_SIZE), image.subarray(C * PAGE_SIZE)));
 });
 
 test('swap: a page read from the device is marked installed; one served from a held copy, written', async () => {
