@@ -527,6 +527,27 @@ test('agile: evicted pages touched again soon widen the window (no thrashing), q
   await swap.drain();
 });
 
+test('agile: a slowed guest thrashing a small set widens the window though a bulk eviction dwarfs its refaults', async () => {
+  // Pages 64.. are never touched (a fill gone cold: one bulk eviction); the guest visits pages
+  // 0..63 in turn, 16 per epoch, a reuse distance of 4 epochs against a 2-epoch window. Its
+  // refaults are few next to the bulk's evictions per epoch, but they are everything it touches.
+  let harvests = 0;
+  const { m, swap, agile, epoch } = agileRig(4096, async () => {
+    const log = new Uint8Array(4096);
+    log.fill(1, (harvests % 4) * 16, (harvests % 4 + 1) * 16);
+    harvests++;
+    return log;
+  }, { epochMs: 1, coldEpochs: 2, maxEvictPerEpoch: 100_000 });
+  for (let i = 0; i < 9; i++) {
+    await epoch();
+    const group = range(((harvests - 1) % 4) * 16, ((harvests - 1) % 4 + 1) * 16);
+    await swap.fetch(group.filter((p) => m.absent[p] === ABSENT_SWAP));
+  }
+  assert.ok(countMarked(m, ABSENT_SWAP) >= 4032, 'the bulk is on the device');
+  assert.equal(agile.tracker.windowEpochs, 4, 'widened at the first repeated refaults, within the bulk eviction\'s horizon');
+  await swap.drain();
+});
+
 test('working set: late reuses are touches after idling half the window or more', () => {
   const t = new WorkingSetTracker(4, 4);
   const log = (...pages: number[]): Uint8Array => { const l = new Uint8Array(4); for (const p of pages) l[p] = 1; return l; };

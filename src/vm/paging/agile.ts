@@ -28,6 +28,16 @@ export interface AgileWorkerPort {
   evict(pages: readonly number[], mark: number): Promise<{ readonly pages: readonly number[]; readonly data: Uint8Array; readonly unchanged: readonly number[] }>;
 }
 
+/** One harvest's view of the pages the policy evicted. */
+interface RefaultCounts {
+  /** Pages the guest touched, evicted or not. */
+  readonly touched: number;
+  /** Evicted pages it touched within the horizon. */
+  readonly all: number;
+  /** Those whose second or later refault this is, evicted under the current window. */
+  readonly repeated: number;
+}
+
 /** How one eviction pass goes at the device. */
 interface EvictPacing {
   /** Pages per worker request (and per store). */
@@ -46,10 +56,13 @@ const EPOCH_PACING: EvictPacing = { batchPages: 256, aheadBatches: 2, stopWhenSu
 const URGENT_PACING: EvictPacing = { batchPages: 1024, aheadBatches: 16, stopWhenSuspended: false };
 /** A page touched within this many windows of its eviction was evicted wrongly: a refault. */
 const REFAULT_HORIZON_WINDOWS = 4;
-/** Refaults in one epoch that widen the window: at least this many... */
+/** Repeated refaults in one epoch that widen the window: at least this many, and thrashing. */
 const REFAULT_MIN = 16;
-/** ...and at least a quarter of the pages evicted per epoch over the horizon (thrashing
- * refaults about as many pages per epoch as it evicts). */
+/** Thrashing: the repeated refaults are at least a quarter of the pages evicted per epoch over
+ * the horizon (the guest takes back about as much as the policy evicts), or all refaults are at
+ * least a quarter of the pages the guest touched (much of what it uses comes from the device).
+ * The second holds when a guest slowed by its faults touches fewer pages than a bulk eviction
+ * earlier in the horizon (a fill gone cold) made the first ask for. */
 const REFAULT_SHARE_INV = 4;
 /** The widest the window grows (epochs). */
 const MAX_WINDOW_EPOCHS = 128;
@@ -189,20 +202,21 @@ export class AgileMemory {
 
   private horizon(): number { return this.tracker.windowEpochs * REFAULT_HORIZON_WINDOWS; }
 
-  /** Watched pages the guest touched this epoch (each counted once), forgetting stale ones;
-   * returns the repeated refaults of pages evicted under the current window. */
-  private countRefaults(log: Uint8Array): number {
+  /** Watched pages the guest touched this epoch (each counted once), forgetting stale ones. */
+  private countRefaults(log: Uint8Array): RefaultCounts {
     const now = this.tracker.observed;
     const horizon = this.horizon();
     const at = this.evictedAt;
+    let touched = 0;
     let all = 0;
-    let current = 0;
+    let repeated = 0;
     for (let p = 0; p < at.length; p++) {
+      if (log[p] !== 0) touched++;
       const stamp = at[p]!;
       if (stamp === 0) continue;
       if (log[p] !== 0) {
         all++;
-        if (stamp > this.widenedStamp && this.refaultedOnce[p] !== 0) current++;
+        if (stamp > this.widenedStamp && this.refaultedOnce[p] !== 0) repeated++;
         this.refaultedOnce[p] = 1;
         at[p] = 0;
       } else if (now - stamp >= horizon) {
@@ -210,7 +224,7 @@ export class AgileMemory {
       }
     }
     this.refaultCount += all;
-    return current;
+    return { touched, all, repeated };
   }
 
   /**
@@ -218,21 +232,23 @@ export class AgileMemory {
    * was shorter than the guest's reuse distance, and evicting more would thrash (a writer that
    * visits its hot set more slowly than the window loses it to the swap device and then runs
    * at the device's speed). Doubles the window on a burst of repeated refaults (a page's second
-   * or later) of pages evicted under it. Halves it back towards the configured one only after
-   * two windows with neither refaults nor late reuses (which a narrower window would turn into
-   * refaults: no oscillation). Returns whether it widened.
+   * or later) of pages evicted under it while thrashing (REFAULT_SHARE_INV). Halves it back
+   * towards the configured one only after two windows with neither repeated refaults nor late
+   * reuses (which a narrower window would turn into refaults: no oscillation). Returns whether
+   * it widened.
    */
-  private adaptWindow(refaults: number, lateReuses: number): boolean {
+  private adaptWindow(refaults: RefaultCounts, lateReuses: number): boolean {
     const tracker = this.tracker;
     const perEpoch = this.evictedPerEpoch.reduce((a, b) => a + b, 0) / Math.max(1, this.evictedPerEpoch.length);
-    if (refaults >= REFAULT_MIN && refaults * REFAULT_SHARE_INV >= perEpoch) {
+    const thrashing = refaults.repeated * REFAULT_SHARE_INV >= perEpoch || refaults.all * REFAULT_SHARE_INV >= refaults.touched;
+    if (refaults.repeated >= REFAULT_MIN && thrashing) {
       this.quietEpochs = 0;
       this.widenedStamp = tracker.observed + 1;
       if (tracker.windowEpochs >= MAX_WINDOW_EPOCHS) return true;
       tracker.windowEpochs = Math.min(MAX_WINDOW_EPOCHS, tracker.windowEpochs * 2);
       return true;
     }
-    if (refaults > 0 || lateReuses > 0) {
+    if (refaults.repeated > 0 || lateReuses > 0) {
       this.quietEpochs = 0;
       return false;
     }
