@@ -202,7 +202,8 @@ export class AgileMemory {
 
   private horizon(): number { return this.tracker.windowEpochs * REFAULT_HORIZON_WINDOWS; }
 
-  /** Watched pages the guest touched this epoch (each counted once), forgetting stale ones. */
+  /** What the guest touched this epoch: every page, and the watched (evicted) ones, each counted
+   * once; forgets the watched pages past the horizon. */
   private countRefaults(log: Uint8Array): RefaultCounts {
     const now = this.tracker.observed;
     const horizon = this.horizon();
