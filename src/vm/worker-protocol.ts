@@ -2,7 +2,7 @@
 // importing the types does not start a VM.
 
 import type { MemoryLayout } from '../machine/memory/guest-memory.js';
-import type { MachineState } from '../machine/boot/machine.js';
+import type { Eviction, MachineState } from '../machine/boot/machine.js';
 import type { VmConfig } from './types.js';
 
 /** workerData. A standby (worker-pool.ts) also starts its NIC's TAP thread while it waits. */
@@ -85,7 +85,7 @@ export interface ReplyResults {
   memory: { readonly buffer: SharedArrayBuffer; readonly layout: MemoryLayout; readonly pagerControl: SharedArrayBuffer };
   'harvest-dirty': { readonly log: Uint8Array };
   'harvest-access': { readonly log: Uint8Array };
-  evict: { readonly pages: readonly number[]; readonly data: Uint8Array; readonly unchanged: readonly number[] };
+  evict: Eviction;
   freeze: { readonly log: Uint8Array; readonly state: MachineState; readonly wasRunning: boolean; readonly quiesceMs: number };
   thaw: undefined;
   'load-state': undefined;

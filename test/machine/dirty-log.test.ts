@@ -163,7 +163,7 @@ test('an installed page leaves RAM without data until a store, a DMA write or a 
   const m = g.m;
   const page = pageOf(BUF) + 3;
   const SWAP = 2;
-  const evictAndInstall = (): { pages: number[]; unchanged: number[] } => {
+  const evictAndInstall = (): { pages: readonly number[]; unchanged: readonly number[] } => {
     const r = m.evictPages([page], SWAP);
     assert.equal(m.memory.absent[page], SWAP);
     installPage(m.memory, page, r.pages.length > 0 ? r.data : content, MARK_INSTALLED);

@@ -137,6 +137,14 @@ function scratchVcpu(): Vcpu {
   return scratch;
 }
 
+/** Pages taken out of RAM (Machine.evictPages): the contents of `pages`, in order, to store;
+ * `unchanged` hold exactly what their backing store already keeps, so they come without data. */
+export interface Eviction {
+  readonly pages: readonly number[];
+  readonly data: Uint8Array;
+  readonly unchanged: readonly number[];
+}
+
 export class Machine {
   readonly vcpu: Vcpu;
   readonly memory: GuestMemory;
@@ -314,11 +322,10 @@ export class Machine {
   /**
    * Takes pages out of RAM between two slices: marks them absent with `mark` (who holds them
    * now) and zeroes them. No TLB entry survives, so the next touch faults the page back in
-   * through the pager. Returns the contents of the pages in `pages`; those in `unchanged` hold
-   * exactly what their backing store already keeps (installed from it and not written since),
-   * so they come without data. Pages already absent are skipped.
+   * through the pager. Pages installed from their backing store and not written since come back
+   * as `unchanged`, without data. Pages already absent are skipped.
    */
-  evictPages(pages: readonly number[], mark: number): { pages: number[]; data: Uint8Array; unchanged: number[] } {
+  evictPages(pages: readonly number[], mark: number): Eviction {
     const mem = this.memory;
     const taken: number[] = [];
     const unchanged: number[] = [];

@@ -4,6 +4,7 @@
 // destination faults cold pages from the same device.
 
 import type { GuestMemory } from '../../machine/memory/guest-memory.js';
+import type { Eviction } from '../../machine/boot/machine.js';
 import { ZeroPages } from '../../machine/memory/zero-pages.js';
 import { WorkingSetTracker } from './working-set.js';
 import { ABSENT_SWAP } from './marks.js';
@@ -23,9 +24,9 @@ export const DEFAULT_AGILE_OPTIONS: AgileOptions = { epochMs: 1000, coldEpochs: 
 /** What the policy needs from the VM's worker. */
 export interface AgileWorkerPort {
   harvestAccess(): Promise<Uint8Array>;
-  /** Out of RAM: the contents of `pages` to store, and the pages the device already holds as
-   * they are (read back from it and not written since: Machine.evictPages). */
-  evict(pages: readonly number[], mark: number): Promise<{ readonly pages: readonly number[]; readonly data: Uint8Array; readonly unchanged: readonly number[] }>;
+  /** Out of RAM (Machine.evictPages): what to store, and the pages the device already holds as
+   * they are (read back from it and not written since). */
+  evict(pages: readonly number[], mark: number): Promise<Eviction>;
 }
 
 /** One harvest's view of the pages the policy evicted. */
@@ -212,17 +213,17 @@ export class AgileMemory {
     let all = 0;
     let repeated = 0;
     for (let p = 0; p < at.length; p++) {
-      if (log[p] !== 0) touched++;
       const stamp = at[p]!;
-      if (stamp === 0) continue;
-      if (log[p] !== 0) {
-        all++;
-        if (stamp > this.widenedStamp && this.refaultedOnce[p] !== 0) repeated++;
-        this.refaultedOnce[p] = 1;
-        at[p] = 0;
-      } else if (now - stamp >= horizon) {
-        at[p] = 0;
+      if (log[p] === 0) {
+        if (stamp !== 0 && now - stamp >= horizon) at[p] = 0;
+        continue;
       }
+      touched++;
+      if (stamp === 0) continue;
+      all++;
+      if (stamp > this.widenedStamp && this.refaultedOnce[p] !== 0) repeated++;
+      this.refaultedOnce[p] = 1;
+      at[p] = 0;
     }
     this.refaultCount += all;
     return { touched, all, repeated };
