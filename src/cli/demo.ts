@@ -36,7 +36,8 @@ async function labSide(json: boolean): Promise<number> {
   await ensureGuestImage({ log });
   const work = mkdtempSync(join(tmpdir(), 'ferry-demo-'));
   log('building the lab (host-a, host-b, storage, client on one LAN)');
-  const lab = await Lab.up({ prefix: 'ferry-demo-' });
+  // One lab per run (pid in the prefix): two demos at once never clean up each other's namespaces.
+  const lab = await Lab.up({ prefix: `fd${process.pid % 10000}-` });
   try {
     const disk = await lab.startNbd('disk', { sizeBytes: 64 << 20, port: NBD_PORT });
     const { spec } = await startLabDaemons(lab, work, { disk: `nbd://${disk.address}:${disk.port}/`, log });
