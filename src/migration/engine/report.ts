@@ -47,6 +47,33 @@ export interface MigrationReport {
   readonly postcopy?: PostcopyReport;
   /** When the VM had pages on its swap device. */
   readonly agile?: AgileReport;
+  /** The switch as both ends saw it (source reports; absent before the pause). */
+  readonly switch?: SwitchReport;
+}
+
+/** The instants of a switch, in the order they happen. */
+export type SwitchEventName =
+  | 'paused' | 'last-page-sent' | 'device-state-sent' | 'state-loaded' | 'committed' | 'activate'
+  | 'first-instruction' | 'first-frame-out' | 'announce-sent' | 'done';
+
+/** One instant of the switch by the wall clock of the host that saw it: epoch ms with
+ * sub-millisecond precision (performance.timeOrigin + performance.now()). */
+export interface SwitchEvent {
+  readonly event: SwitchEventName;
+  readonly host: 'source' | 'destination';
+  readonly atMs: number;
+}
+
+export interface SwitchReport {
+  readonly timeline: readonly SwitchEvent[];
+  /** Destination clock minus source clock as estimated from the round trip around Done; the
+   * destination's events are shown on the source's clock. 0 when both run on one machine. */
+  readonly clockSkewMs: number | null;
+  /** Frames that reached the source's NIC after its state was taken, carried over the stream
+   * and delivered on the destination. */
+  readonly framesCarried: number;
+  /** Frames lost at the switch (a backlog full on either end). */
+  readonly framesDropped: number;
 }
 
 export interface PostcopyReport {
