@@ -42,3 +42,10 @@ export class GuestClock {
     return d <= 0 ? 0 : d / TICKS_PER_MS;
   }
 }
+
+/** The host's wall clock in epoch ms with sub-millisecond precision. Unlike performance.now(),
+ * whose origin is each thread's start, it compares across threads and processes: the switch's
+ * timeline puts events of the daemon, the VM's worker and the lab's client on one axis. */
+export function wallClockMs(): number {
+  return performance.timeOrigin + performance.now();
+}

@@ -80,7 +80,25 @@ export interface FrozenVm {
   readonly state: MachineState;
   /** How long pausing and draining in-flight I/O took. */
   readonly quiesceMs: number;
+  /** Wall clock (epoch ms) when the vCPU stopped. */
+  readonly pausedAtMs: number;
 }
+
+/** NIC frames that reached a frozen source after its state was taken, by NIC slot, and the
+ * frames its full held backlogs dropped meanwhile. */
+export interface CarriedFrames {
+  readonly nics: readonly { readonly nic: number; readonly frames: readonly Uint8Array[] }[];
+  readonly dropped: number;
+}
+
+/** An activated destination's first outward signs (wall clock, epoch ms; null: not yet), and
+ * the frames its held NICs dropped before it ran. */
+export interface ActivationTimes {
+  readonly firstFrameOutMs: number | null;
+  readonly announceSentMs: number | null;
+  readonly framesDropped: number;
+}
+
 
 /** What an Agile swap-out before a migration left (Vm.swapOutCold). The pages are out of RAM;
  * their writes go on, and the device holds them once `swapDurable` resolves. */
@@ -113,8 +131,14 @@ export interface MigratableVm extends VmHandle {
   harvestDirtyLog(): Promise<Uint8Array>;
   freeze(): Promise<FrozenVm>;
   endMigrationOut(outcome: { committed: true } | { committed: false; error: string; frozen: boolean }): Promise<void>;
+  /** Source, after the commit point: NIC frames that arrived since freeze. */
+  takeCarriedFrames(): Promise<CarriedFrames>;
   loadMigratedState(state: MachineState): Promise<void>;
-  activate(): Promise<void>;
+  /** Runs the loaded incoming VM; resolves with the wall clock of its resume. */
+  activate(): Promise<{ readonly resumedAtMs: number }>;
+  /** Destination: frames carried from the source, for NIC `nic`. */
+  injectFrames(nic: number, frames: readonly Uint8Array[]): Promise<{ readonly delivered: number; readonly dropped: number }>;
+  activationTimes(): Promise<ActivationTimes>;
   traceWorkingSet(intervalMs: number, samples: number): Promise<WwsTrace>;
   /** Agile: evicts pages outside the working set to the swap device before a migration. */
   swapOutCold(): Promise<SwapOut>;

@@ -11,7 +11,7 @@ import type { SnapshotResult, VmConfig, VmEvent, VmHandle } from './types.js';
 import type { FromWorker, ReplyResults, ToWorker, WorkerInit, WorkerRequest, WorkerRequestType, WorkerStatus } from './worker-protocol.js';
 import { GuestMemory, PAGE_SIZE } from '../machine/memory/guest-memory.js';
 import type { MachineState } from '../machine/boot/machine.js';
-import type { FrozenVm, MigratableVm, WwsTrace, SwapOut } from './types.js';
+import type { ActivationTimes, CarriedFrames, FrozenVm, MigratableVm, WwsTrace, SwapOut } from './types.js';
 import { VmPaging, type VmMemoryStats } from './paging/vm-paging.js';
 import type { AgileOptions } from './paging/agile.js';
 import type { PageSupplier, FaultStats } from './paging/page-server.js';
@@ -233,8 +233,24 @@ export class Vm implements VmHandle, MigratableVm {
     return this.serial(async () => {
       this.expect('migrating-out', 'freeze');
       const r = await this.request(this.requireLink(), { type: 'freeze' }, this.timeouts.control + 10_000);
-      return { dirtyLog: r.log, state: r.state, quiesceMs: r.quiesceMs };
+      return { dirtyLog: r.log, state: r.state, quiesceMs: r.quiesceMs, pausedAtMs: r.pausedAtMs };
     });
+  }
+
+  takeCarriedFrames(): Promise<CarriedFrames> {
+    return this.serial(async () => {
+      this.expect('migrating-out', 'take the carried frames of');
+      return this.request(this.requireLink(), { type: 'take-frames' }, this.timeouts.control);
+    });
+  }
+
+  /** Not queued behind the VM's commands: frames go to the worker as they come, in order. */
+  injectFrames(nic: number, frames: readonly Uint8Array[]): Promise<{ readonly delivered: number; readonly dropped: number }> {
+    return this.request(this.requireLink(), { type: 'inject-frames', nic, frames }, this.timeouts.control);
+  }
+
+  activationTimes(): Promise<ActivationTimes> {
+    return this.request(this.requireLink(), { type: 'switch-times' }, this.timeouts.control);
   }
 
   endMigrationOut(outcome: { committed: true } | { committed: false; error: string; frozen: boolean }): Promise<void> {
@@ -310,13 +326,14 @@ export class Vm implements VmHandle, MigratableVm {
     });
   }
 
-  activate(): Promise<void> {
+  activate(): Promise<{ readonly resumedAtMs: number }> {
     return this.serial(async () => {
       const command: VmCommand = { type: 'migration-committed' };
       transition(this.current, command);
-      await this.request(this.requireLink(), { type: 'resume' }, this.timeouts.control);
+      const r = await this.request(this.requireLink(), { type: 'activate' }, this.timeouts.control);
       this.paging?.agile?.start();
       this.apply([command]);
+      return r;
     });
   }
 

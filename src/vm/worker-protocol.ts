@@ -3,7 +3,7 @@
 
 import type { MemoryLayout } from '../machine/memory/guest-memory.js';
 import type { Eviction, MachineState } from '../machine/boot/machine.js';
-import type { VmConfig } from './types.js';
+import type { ActivationTimes, CarriedFrames, VmConfig } from './types.js';
 
 /** workerData. A standby (worker-pool.ts) also starts its NIC's TAP thread while it waits. */
 export interface VmWorkerData {
@@ -51,6 +51,15 @@ export type WorkerRequest =
   | { readonly type: 'thaw'; readonly id: number; readonly resume: boolean }
   /** Loads a migrated MachineState into the incoming machine (RAM already written); it stays paused. */
   | { readonly type: 'load-state'; readonly id: number; readonly state: MachineState }
+  /** Runs the incoming machine after its state loaded: releases the NICs' held input and
+   * announces the VM's new place on the LAN. */
+  | { readonly type: 'activate'; readonly id: number }
+  /** Source, after the commit point: the NIC frames that arrived since freeze (not in its state). */
+  | { readonly type: 'take-frames'; readonly id: number }
+  /** Destination: frames carried from the source, delivered to NIC `nic`. */
+  | { readonly type: 'inject-frames'; readonly id: number; readonly nic: number; readonly frames: readonly Uint8Array[] }
+  /** Destination: when the activated guest first sent a frame and the VMM first announced it. */
+  | { readonly type: 'switch-times'; readonly id: number }
   /** Copies and clears the access log between two slices (working-set tracking). */
   | { readonly type: 'harvest-access'; readonly id: number }
   /** Takes pages out of RAM between two slices, marked absent with `mark` (see src/vm/paging). */
@@ -86,9 +95,15 @@ export interface ReplyResults {
   'harvest-dirty': { readonly log: Uint8Array };
   'harvest-access': { readonly log: Uint8Array };
   evict: Eviction;
-  freeze: { readonly log: Uint8Array; readonly state: MachineState; readonly wasRunning: boolean; readonly quiesceMs: number };
+  /** `pausedAtMs`: wall clock (epoch ms) when the vCPU stopped. */
+  freeze: { readonly log: Uint8Array; readonly state: MachineState; readonly wasRunning: boolean; readonly quiesceMs: number; readonly pausedAtMs: number };
   thaw: undefined;
   'load-state': undefined;
+  /** `resumedAtMs`: wall clock when the vCPU loop started again. */
+  activate: { readonly resumedAtMs: number };
+  'take-frames': CarriedFrames;
+  'inject-frames': { readonly delivered: number; readonly dropped: number };
+  'switch-times': ActivationTimes;
   wws: { readonly dirtyPages: readonly number[]; readonly intervalMs: readonly number[] };
 }
 

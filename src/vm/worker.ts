@@ -5,7 +5,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { readFileSync, statSync } from 'node:fs';
 import { FerryError } from '../errors.js';
-import { Machine, type BootSpec, type MachineExit, type MachinePager } from '../machine/boot/machine.js';
+import { Machine, prepareStateCheck, type BootSpec, type MachineExit, type MachinePager } from '../machine/boot/machine.js';
 import { GuestMemoryLostError } from '../machine/memory/errors.js';
 import type { ConsoleBackend } from '../machine/devices/types.js';
 import { ensureGuestImage } from '../guest/image.js';
@@ -14,6 +14,8 @@ import { VirtioNet } from '../machine/devices/virtio/net.js';
 import { VmDevices } from './devices.js';
 import { startTapThread } from '../net/tap.js';
 import { resolveVmConfig } from './config.js';
+import { wallClockMs } from '../machine/clock.js';
+import type { ActivationTimes } from './types.js';
 import {
   PAGER_DONE, PAGER_FAILED, PAGER_WAITING, toWireError, type FromWorker, type GuestExit, type ReplyResults, type ToWorker, type VmWorkerData, type WorkerInit, type WorkerRequest, type WorkerStatus,
 } from './worker-protocol.js';
@@ -138,6 +140,12 @@ async function build(): Promise<Built> {
   const devices = await VmDevices.open(vm.devices, tapThread ? { tapThread } : {});
   try {
     const machine = new Machine({ ramBytes: vm.ramBytes, console: consoleBackend, boot, virtio: (mem) => devices.models(mem), pager, attention });
+    // A destination holds NIC input from the start: a frame written into guest RAM before the
+    // state loads, or before post-copy can serve the page it lands in, would wait for nobody.
+    if (incoming) {
+      await machine.quiesce();
+      prepareStateCheck();
+    }
     return { machine, devices };
   } catch (e) {
     await devices.close();
@@ -223,14 +231,28 @@ async function halt(machine: Machine): Promise<MachineExit | undefined> {
 let announcePending = false;
 
 /** Rounds of VMM announcements after activation (ms after resume), as QEMU spaces its own:
- * a switch that missed the first frame learns from a later one. */
-const ANNOUNCE_ROUNDS_MS = [0, 50, 150, 300, 550];
+ * a switch that missed the first frame learns from a later one. The first goes at once. */
+const ANNOUNCE_ROUNDS_MS = [50, 150, 300, 550];
 
-/** Activation after a move: the guest's own gratuitous ARPs (VIRTIO_NET_F_GUEST_ANNOUNCE) and
- * RARPs from the VMM, the fallback for guests that ignore the announce request. */
+function nicsOf(machine: Machine): VirtioNet[] {
+  return machine.virtio.map((t) => t.device).filter((d): d is VirtioNet => d instanceof VirtioNet);
+}
+
+/** What an activation showed the LAN, for the switch's timeline. */
+const activation: { firstFrameOutMs: number | null; announceSentMs: number | null; framesDropped: number } = { firstFrameOutMs: null, announceSentMs: null, framesDropped: 0 };
+
+/** Activation after a move: RARPs from the VMM (at once, then spaced), and the guest's own
+ * gratuitous ARPs (VIRTIO_NET_F_GUEST_ANNOUNCE), the fallback for a guest that ignores the
+ * request being the RARPs. The first RARP goes before the guest runs a single instruction,
+ * so the LAN starts learning the new port while the guest is still waking. */
 function announceMove(machine: Machine): void {
-  const nics = machine.virtio.map((t) => t.device).filter((d): d is VirtioNet => d instanceof VirtioNet);
-  for (const nic of nics) nic.announce();
+  const nics = nicsOf(machine);
+  for (const nic of nics) nic.sendRarp();
+  if (nics.length > 0) activation.announceSentMs = wallClockMs();
+  for (const nic of nics) {
+    nic.onNextTransmit(() => { activation.firstFrameOutMs ??= wallClockMs(); });
+    nic.announce();
+  }
   for (const at of ANNOUNCE_ROUNDS_MS) {
     setTimeout(() => { if (!closed) for (const nic of nics) nic.sendRarp(); }, at).unref();
   }
@@ -324,6 +346,7 @@ const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
     const t0 = performance.now();
     const wasRunning = running !== undefined;
     const exit = await halt(b.machine);
+    const pausedAtMs = wallClockMs();
     if (exit !== undefined && exit.kind !== 'paused') throw new FerryError('VM_GUEST_EXITED', `the guest ended before it could be frozen (${exit.kind})`);
     setStatus('paused');
     try {
@@ -334,9 +357,42 @@ const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
       throw e;
     }
     const quiesceMs = performance.now() - t0;
-    // One synchronous step: nothing runs between the harvest and the state.
-    return { log: b.machine.harvestDirtyLog(), state: b.machine.save(), wasRunning, quiesceMs };
+    // One synchronous step: nothing runs between the harvest and the state; frames from here on
+    // are carried to the destination (take-frames) if the migration commits.
+    const log = b.machine.harvestDirtyLog();
+    const state = b.machine.save();
+    for (const nic of nicsOf(b.machine)) nic.markCarry();
+    return { log, state, wasRunning, quiesceMs, pausedAtMs };
   },
+  'take-frames': async (_req, b) => {
+    let dropped = 0;
+    const nics = nicsOf(b.machine).map((nic, i) => {
+      const taken = nic.takeCarried();
+      dropped += taken.dropped;
+      return { nic: i, frames: taken.frames };
+    }).filter((n) => n.frames.length > 0);
+    return { nics, dropped };
+  },
+  'inject-frames': async (req, b) => {
+    const nic = nicsOf(b.machine)[req.nic];
+    if (!nic) throw new FerryError('VM_NO_SUCH_NIC', `frames for NIC ${req.nic}, the VM has ${nicsOf(b.machine).length}`);
+    const r = nic.inject(req.frames);
+    activation.framesDropped += r.dropped;
+    return r;
+  },
+  activate: async (_req, b) => {
+    if (!incoming || running || !used || closed) throw new FerryError('VM_WORKER_STATE', `only a loaded incoming machine is activated (${status})`);
+    announcePending = false;
+    for (const nic of nicsOf(b.machine)) activation.framesDropped += nic.heldDrops;
+    announceMove(b.machine);
+    const resumedAtMs = wallClockMs();
+    go(b);
+    // After the loop started: delivering the held frames may wait for absent pages, which
+    // post-copy serves from now on.
+    b.machine.unquiesce();
+    return { resumedAtMs };
+  },
+  'switch-times': async (): Promise<ActivationTimes> => ({ ...activation }),
   thaw: async (req, b) => {
     b.machine.unquiesce();
     if (req.resume && !running && !closed) go(b);

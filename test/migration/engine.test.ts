@@ -477,3 +477,58 @@ test('Committed written under backpressure, then the link drops: the destination
   assert.ok(survives, `a copy of the VM survives (source ${vm.state}, target ${target.status})`);
   assert.equal(host.discarded.length, 0);
 });
+
+// --- 6. the switch's tail (protocol v3) ----------------------------------------------------
+
+test('frames that reach the frozen source are carried and delivered on the destination, in order; the timeline is causal', T, async () => {
+  const frames = Array.from({ length: 5 }, (_, i) => Buffer.alloc(60 + i, i + 1));
+  const { vm, report, received, target } = await migrate({
+    guest: { pagesPerTick: 4 },
+    prepare: (v) => { v.lateFrames = [...frames]; v.lateDropped = 2; },
+  });
+  assert.equal(report.outcome, 'completed', describe(report));
+  assert.equal(received.outcome, 'completed', describe(received));
+  assert.ok(target);
+  assert.deepEqual(target.injected.map((f) => Buffer.from(f.frame)), frames, 'every carried frame arrived, in order');
+  assert.ok(target.injected.every((f) => f.nic === 0));
+  const sw = report.switch;
+  assert.ok(sw, 'the report has the switch');
+  assert.equal(sw.framesCarried, 5);
+  assert.equal(sw.framesDropped, 2, 'frames the source dropped are reported');
+  assert.ok(sw.clockSkewMs !== null && Math.abs(sw.clockSkewMs) < 50, `one clock: skew ${sw.clockSkewMs} ms`);
+  // Causal order on one clock: each event happens after the one it depends on.
+  const at = (host: 'source' | 'destination', event: string): number => {
+    const e = sw.timeline.find((x) => x.host === host && x.event === event);
+    assert.ok(e, `${host} ${event} is in the timeline`);
+    return e.atMs;
+  };
+  const chain: ['source' | 'destination', string][] = [
+    ['source', 'paused'], ['source', 'last-page-sent'], ['source', 'device-state-sent'], ['destination', 'state-loaded'],
+    ['destination', 'committed'], ['source', 'committed'], ['source', 'activate'], ['destination', 'activate'],
+    ['destination', 'first-instruction'], ['destination', 'done'], ['source', 'done'],
+  ];
+  for (let i = 1; i < chain.length; i++) {
+    assert.ok(at(...chain[i - 1]!) <= at(...chain[i]!), `${chain[i - 1]!.join(' ')} before ${chain[i]!.join(' ')}`);
+  }
+  const times = sw.timeline.map((e) => e.atMs);
+  assert.deepEqual(times, [...times].sort((a, b) => a - b), 'the timeline is sorted');
+  assert.ok(at('source', 'done') - at('source', 'paused') <= (report.downtimeMs ?? 0) + 5, 'the timeline spans the downtime');
+  assert.deepEqual(vm.contractViolations, []);
+});
+
+test('a switch that stalls at the destination is abandoned within its bound; the source resumes, the reservation goes', T, async () => {
+  let release: () => void = () => undefined;
+  const { vm, host, report, received } = await migrate({
+    guest: { pagesPerTick: 4 },
+    sender: { timeouts: { commitMs: 300 } },
+    prepare: (_v, h) => { h.afterLoad = () => new Promise<void>((r) => { release = r; }); },
+  });
+  release();
+  assert.equal(report.outcome, 'failed', describe(report));
+  assert.equal(report.error?.code, 'MIGRATION_TIMEOUT');
+  assert.match(report.error?.message ?? '', /did not commit within 300 ms/);
+  await assertSourceKeptVm(vm, true);
+  assert.equal(received.outcome, 'failed', describe(received));
+  assertTargetDiscarded(host);
+  assertAtMostOneRuns(vm, host);
+});

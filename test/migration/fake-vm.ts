@@ -5,7 +5,8 @@
 
 import { createHash } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import type { FrozenVm, VmConfig } from '../../src/vm/types.js';
+import type { ActivationTimes, CarriedFrames, FrozenVm, VmConfig } from '../../src/vm/types.js';
+import { wallClockMs } from '../../src/machine/clock.js';
 import type { MachineState } from '../../src/machine/boot/machine.js';
 import { resolveVmConfig } from '../../src/vm/config.js';
 import type { MigrationSource } from '../../src/migration/engine/sender.js';
@@ -56,7 +57,7 @@ export interface FakeGuestOptions {
 export type FakeSourceState = 'running' | 'paused' | 'migrating-out' | 'frozen' | 'stopped';
 
 export interface SourceCall {
-  readonly op: 'beginMigrationOut' | 'memory' | 'harvestDirtyLog' | 'freeze' | 'endMigrationOut';
+  readonly op: 'beginMigrationOut' | 'memory' | 'harvestDirtyLog' | 'freeze' | 'takeCarriedFrames' | 'endMigrationOut';
   readonly arg?: unknown;
   readonly at: number;
 }
@@ -194,7 +195,21 @@ export class FakeSourceVm implements MigrationSource {
     this.frozenRam = this.ram.slice();
     this.frozenState = { kind: 'fake-machine', writes: this.writes, pc: '0x80200000', nested: { harts: [0], tag: 'ferry ✓' } };
     const state = structuredClone(this.frozenState) as unknown as MachineState;
-    return { dirtyLog: this.takeLog(), state, quiesceMs: performance.now() - t0 };
+    return { dirtyLog: this.takeLog(), state, quiesceMs: performance.now() - t0, pausedAtMs: wallClockMs() };
+  }
+
+  /** Frames that "reach the NIC" after the freeze: each takeCarriedFrames hands over and clears them. */
+  lateFrames: Uint8Array[] = [];
+  /** Frames a full held backlog "dropped" after the freeze. */
+  lateDropped = 0;
+
+  async takeCarriedFrames(): Promise<CarriedFrames> {
+    this.record('takeCarriedFrames');
+    if (this.current !== 'frozen') this.violate(`takeCarriedFrames while ${this.current}`);
+    const frames = this.lateFrames.splice(0);
+    const dropped = this.lateDropped;
+    this.lateDropped = 0;
+    return { nics: frames.length > 0 ? [{ nic: 0, frames }] : [], dropped };
   }
 
   async endMigrationOut(outcome: { committed: true } | { committed: false; error: string; frozen: boolean }): Promise<void> {
@@ -322,12 +337,27 @@ export class FakeTarget implements MigrationTarget {
     await this.host.afterLoad?.(this);
   }
 
-  async activate(): Promise<void> {
+  async activate(): Promise<{ readonly resumedAtMs: number }> {
     this.calls.push('activate');
     if (this.status !== 'loaded') throw new Error(`activate on a ${this.status} VM`);
     if (this.host.activateError !== undefined) throw new Error(this.host.activateError);
     this.activated = true;
     this.status = 'running';
+    return { resumedAtMs: wallClockMs() };
+  }
+
+  /** Frames carried from the source, by NIC, in the order they were delivered. */
+  readonly injected: { nic: number; frame: Uint8Array }[] = [];
+
+  async injectFrames(nic: number, frames: readonly Uint8Array[]): Promise<{ readonly delivered: number; readonly dropped: number }> {
+    this.calls.push('injectFrames');
+    if (!this.activated) throw new Error('frames injected before activation');
+    for (const frame of frames) this.injected.push({ nic, frame });
+    return { delivered: frames.length, dropped: 0 };
+  }
+
+  async activationTimes(): Promise<ActivationTimes> {
+    return { firstFrameOutMs: null, announceSentMs: null, framesDropped: 0 };
   }
 }
 

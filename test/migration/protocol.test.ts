@@ -15,6 +15,7 @@ import {
   PAGE_SIZE,
   POSTCOPY_VERSION,
   PROTOCOL_VERSION_MAX,
+  SWITCH_VERSION,
   PROTOCOL_VERSION_MIN,
   negotiateVersion,
   type ProtocolMessage,
@@ -214,16 +215,18 @@ test('version negotiation picks the highest common version and refuses disjoint 
   assert.throws(() => negotiateVersion({ min: 1, max: 2 }, { min: 0, max: 1 }), { code: 'VERSION_UNSUPPORTED' });
 });
 
-test('a version 2 daemon talks down to a version 1 peer, which has no post-copy', () => {
+test('a version 3 daemon talks down to version 2 and 1 peers: no switch tail, no post-copy', () => {
   const ours = { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX };
-  assert.deepEqual(ours, { min: 1, max: 2 });
+  assert.deepEqual(ours, { min: 1, max: 3 });
   assert.equal(POSTCOPY_VERSION, 2);
+  assert.equal(SWITCH_VERSION, 3);
   const v1 = { min: 1, max: 1 };
   assert.equal(negotiateVersion(ours, v1), 1);
   assert.equal(negotiateVersion(v1, ours), 1);
   assert.ok(negotiateVersion(ours, v1) < POSTCOPY_VERSION, 'post-copy needs a version 2 peer');
-  assert.equal(negotiateVersion(ours, ours), 2);
-  assert.equal(negotiateVersion(ours, { min: 2, max: 7 }), 2);
+  assert.equal(negotiateVersion(ours, { min: 1, max: 2 }), 2);
+  assert.equal(negotiateVersion(ours, ours), 3);
+  assert.equal(negotiateVersion(ours, { min: 2, max: 7 }), 3);
   assert.throws(() => negotiateVersion({ min: 2, max: 2 }, v1), { code: 'VERSION_UNSUPPORTED' });
 });
 

@@ -44,6 +44,12 @@ export function sampleMessages(): ProtocolMessage[] {
     { type: 'Committed' },
     { type: 'Activate' },
     { type: 'Done' },
+    // Version 3 (the switch's tail): a minimum-size frame and a full-size one.
+    { type: 'Frames', nic: 0, frames: [Buffer.alloc(14, 0x5a), Buffer.alloc(65_550, 0x17)] },
+    { type: 'Frames', nic: 3, frames: [Buffer.from('ffffffffffff020000000064080600010800060400010200', 'hex')] },
+    { type: 'SwitchEnd' },
+    { type: 'SwitchTimes', events: [{ event: 'state-loaded', atMs: 1_780_000_000_123.25 }, { event: 'first-frame-out', atMs: 1_780_000_000_130.5 }], framesDelivered: 7, framesDropped: 0 },
+    { type: 'SwitchTimes', events: [], framesDelivered: 0, framesDropped: 3 },
     { type: 'Cancel', reason: 'operator cancelled' },
     { type: 'Abort', code: AbortCode.CannotHost, message: 'not enough memory: 64 MiB wanted, 12 MiB free' },
     { type: 'Abort', code: 999, message: '' },

@@ -132,6 +132,13 @@ export class MachineStateError extends FerryError {
 let scratch: Vcpu | undefined;
 /** A hart to trial-restore states into. Kept: the module's memory cannot be smaller than
  * 32 MiB, mostly never touched, but not worth allocating per restore. */
+/** Builds the scratch hart that checkState restores a CPU section into, ahead of need: a
+ * migration's destination calls it while it waits, so the switch does not pay for a 32 MiB
+ * memory and a module instance. */
+export function prepareStateCheck(): void {
+  scratchVcpu();
+}
+
 function scratchVcpu(): Vcpu {
   scratch ??= new Vcpu({ ramBytes: 16 << 20, sbiInMachine: false, host: { hostTime: () => 0, mmioRead: () => -1, mmioWrite: () => 1 } });
   return scratch;
@@ -365,6 +372,9 @@ export class Machine {
     this.pauseRequested = false;
     this.clock.resume();
     try {
+      // Whoever started the loop (a resume, an activation) answers before the first slice: the
+      // loop otherwise runs up to YIELD_MS of guest code before the caller's next line.
+      await yieldToEventLoop();
       let lastYield = performance.now();
       while (!this.exit) {
         if (this.pauseRequested) {

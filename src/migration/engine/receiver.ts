@@ -13,18 +13,26 @@ import { MigrationError, abortCodeFor, failureCode } from '../errors.js';
 import type { TokenIssuer } from '../protocol/auth.js';
 import type { PageCompression } from '../protocol/codec.js';
 import {
-  AbortCode, PAGE_SIZE, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, negotiateVersion, type AbsentMessage, type ConfigMessage, type ProtocolMessage,
+  AbortCode, PAGE_SIZE, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, SWITCH_VERSION, negotiateVersion,
+  type AbsentMessage, type ConfigMessage, type DestinationSwitchEvent, type FramesMessage, type ProtocolMessage,
 } from '../protocol/messages.js';
 import { ABSENT_PEER, ABSENT_SWAP, type PagedMemory } from '../../vm/paging/marks.js';
 import type { FaultStats, PageSupplier } from '../../vm/paging/page-server.js';
 import { PeerPages } from '../postcopy/peer-pages.js';
+import { wallClockMs } from '../../machine/clock.js';
+import type { ActivationTimes } from '../../vm/types.js';
 
 /** The reserved VM, as the receiver drives it (src/vm/vm.ts Vm provides it). */
 export interface MigrationTarget {
   readonly name: string;
   memory(): Promise<PagedMemory>;
   loadMigratedState(state: MachineState): Promise<void>;
-  activate(): Promise<void>;
+  /** Runs the VM; resolves with the wall clock of its resume. */
+  activate(): Promise<{ readonly resumedAtMs: number }>;
+  /** Frames carried from the source (protocol v3), for NIC `nic`. */
+  injectFrames(nic: number, frames: readonly Uint8Array[]): Promise<{ readonly delivered: number; readonly dropped: number }>;
+  /** The activated VM's first outward signs and the frames its held NICs dropped. */
+  activationTimes(): Promise<ActivationTimes>;
   /** Post-copy: where the VM's faults on pages still at the source go. */
   attachPeerPages(supplier: PageSupplier | undefined): void;
   faultStats(): FaultStats;
@@ -57,6 +65,9 @@ export interface ReceiverTimeouts {
 
 export const DEFAULT_RECEIVER_TIMEOUTS: ReceiverTimeouts = { handshakeMs: 10_000, idleMs: 20_000, activateMs: 30_000 };
 
+/** After Done: how long the source may take to send SwitchEnd (the VM runs here regardless). */
+const SWITCH_END_MS = 5_000;
+
 export interface ReceiverOptions {
   readonly compressions?: readonly PageCompression[];
   readonly timeouts?: Partial<ReceiverTimeouts>;
@@ -79,6 +90,11 @@ export class MigrationReceiver {
   private swapAllowed = false;
   private peerPages: PeerPages | undefined;
   private adopted: MigrationTarget | undefined;
+  private version = 0;
+  /** This side's instants of the switch, for SwitchTimes. */
+  private readonly events: { event: DestinationSwitchEvent; atMs: number }[] = [];
+  private framesDelivered = 0;
+  private framesDropped = 0;
   readonly peer: string;
 
   constructor(socket: Socket, private readonly host: IncomingHost, opts: ReceiverOptions = {}) {
@@ -167,23 +183,29 @@ export class MigrationReceiver {
       target.attachPeerPages(this.peerPages);
     }
     try {
-      await target.loadMigratedState(state);
+      // A source that gives up meanwhile (its switch bound) must not wait for the load.
+      await untilFailed(ch, target.loadMigratedState(state));
     } catch (e) {
+      if (ch.failed) throw ch.failed;
       throw new MigrationError('MIGRATION_STATE_REJECTED', `the machine state does not load: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
+    this.mark('state-loaded');
     // Committed once the frame is handed to the socket, not once it drained: the source may
     // act on it even if our side then fails, so from here we are in doubt, never discarding.
     const committed = ch.send({ type: 'Committed' });
     this.tracker.move({ kind: 'committed' });
+    this.mark('committed');
     await committed;
     await ch.expect(['Activate'], this.timeouts.activateMs, 'activation');
+    this.mark('activate');
     this.tracker.move({ kind: 'activation' });
     // Pages flow from Activate on: resuming may itself wait on absent pages (a NIC's
     // announcement writes guest buffers), so they must be taken in while we activate.
     const pages = this.peerPages ? this.receivePostcopy(ch, this.peerPages, target) : undefined;
     pages?.catch(() => undefined);
     try {
-      await target.activate();
+      const { resumedAtMs } = await target.activate();
+      this.mark('first-instruction', resumedAtMs);
     } catch (e) {
       throw new MigrationError('MIGRATION_INTERNAL', `the VM did not start: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
@@ -192,13 +214,45 @@ export class MigrationReceiver {
     if (!this.peerPages) {
       // Best effort: the VM runs here whether or not the source hears it.
       await ch.send({ type: 'Done' }).catch(() => undefined);
+      this.mark('done');
+      await this.receiveSwitchTail(ch, target).catch(() => undefined);
       return;
     }
     this.adopted = target;
     await ch.send({ type: 'Done' });
+    this.mark('done');
     this.tracker.move({ kind: 'postcopy' });
     await pages;
     target.attachPeerPages(undefined);
+  }
+
+  private mark(event: DestinationSwitchEvent, atMs = wallClockMs()): void {
+    this.events.push({ event, atMs });
+  }
+
+  /** Pre-copy's end (v3): the source's last carried frames, then SwitchEnd, answered with our
+   * half of the timeline. The VM already runs here: nothing in it can fail the migration. */
+  private async receiveSwitchTail(ch: MigrationChannel, target: MigrationTarget): Promise<void> {
+    if (this.version < SWITCH_VERSION) return;
+    for (;;) {
+      const m = await ch.next(SWITCH_END_MS, 'the end of the switch');
+      if (m.type === 'Frames') await this.deliverFrames(m, target);
+      else if (m.type === 'SwitchEnd') return this.sendSwitchTimes(ch, target);
+      else throw new MigrationError('MIGRATION_PROTOCOL', `unexpected ${m.type} after Done`);
+    }
+  }
+
+  private async deliverFrames(m: FramesMessage, target: MigrationTarget): Promise<void> {
+    const r = await target.injectFrames(m.nic, m.frames);
+    this.framesDelivered += r.delivered;
+    this.framesDropped += r.dropped;
+  }
+
+  private async sendSwitchTimes(ch: MigrationChannel, target: MigrationTarget): Promise<void> {
+    const t = await target.activationTimes();
+    if (t.announceSentMs !== null) this.mark('announce-sent', t.announceSentMs);
+    if (t.firstFrameOutMs !== null) this.mark('first-frame-out', t.firstFrameOutMs);
+    await ch.send({ type: 'SwitchTimes', events: this.events, framesDelivered: this.framesDelivered, framesDropped: this.framesDropped + t.framesDropped });
   }
 
   /** Marks the announced pages absent; returns whether any are to come from the source. */
@@ -227,6 +281,14 @@ export class MigrationReceiver {
         await ch.send({ type: 'PostcopyAck', pagesReceived: peer.received + peer.duplicates });
         continue;
       }
+      if (m.type === 'Frames' && this.version >= SWITCH_VERSION) {
+        await this.deliverFrames(m, target);
+        continue;
+      }
+      if (m.type === 'SwitchEnd' && this.version >= SWITCH_VERSION) {
+        await this.sendSwitchTimes(ch, target);
+        continue;
+      }
       if (m.type !== 'PostcopyEnd') throw new MigrationError('MIGRATION_PROTOCOL', `unexpected ${m.type} during post-copy`);
       const missing = peer.missing();
       if (missing > 0) throw new MigrationError('MIGRATION_PROTOCOL', `PostcopyEnd with ${missing} pages never sent`);
@@ -240,6 +302,7 @@ export class MigrationReceiver {
     const hello = await ch.expect(['Hello'], this.timeouts.handshakeMs, 'Hello');
     const ours = { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX };
     const version = negotiateVersion(ours, hello.versions);
+    this.version = version;
     const challenge = this.host.issuer.challenge(version, hello.tokenId, hello.sourceNonce);
     await ch.send({ type: 'Challenge', versions: ours, version, destinationNonce: challenge.transcript.destinationNonce });
     const auth = await ch.expect(['Auth'], this.timeouts.handshakeMs, 'Auth');
@@ -297,7 +360,12 @@ export class MigrationReceiver {
       this.tracker.move({ kind: 'failed', error: reason, code: 'MIGRATION_POSTCOPY_SOURCE_LOST' });
       return;
     }
-    if (stage === 'committed' && target) {
+    // Pages a device or vCPU waits on will never come: fail those waits, so the VM's thread is
+    // free to stop at once and the reservation goes now, not after a fault's own timeout.
+    if (!this.adopted) this.peerPages?.fail(error);
+    // A source that aborts has not taken our Committed as the handover (it aborts only before
+    // its commit point) and resumes its copy: ours is discarded, not kept in doubt.
+    if (stage === 'committed' && target && code !== 'MIGRATION_PEER_ABORTED') {
       // The source may have taken Committed as the handover: it will not resume its copy, and
       // we must not run ours unasked. Keep it for an operator (activate or discard).
       this.host.inDoubt(target, error.message);
@@ -332,4 +400,11 @@ export class MigrationReceiver {
       pageBytes: { raw: this.pagesReceived * PAGE_SIZE, wire: 0 },
     };
   }
+}
+
+/** `work`, or the channel's failure if that comes first. */
+function untilFailed<T>(ch: MigrationChannel, work: Promise<T>): Promise<T> {
+  let off: (() => void) | undefined;
+  const failed = new Promise<never>((_, reject) => { off = ch.onFail(reject); });
+  return Promise.race([work, failed]).finally(() => off?.());
 }

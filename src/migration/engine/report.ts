@@ -51,9 +51,10 @@ export interface MigrationReport {
   readonly switch?: SwitchReport;
 }
 
-/** The instants of a switch, in the order they happen. */
+/** The instants of a switch, in the order they happen. `paused`: the vCPU stopped; `frozen`:
+ * in-flight I/O drained, disks flushed, state taken, and the source engine has it. */
 export type SwitchEventName =
-  | 'paused' | 'last-page-sent' | 'device-state-sent' | 'state-loaded' | 'committed' | 'activate'
+  | 'paused' | 'frozen' | 'last-page-sent' | 'device-state-sent' | 'state-loaded' | 'committed' | 'activate'
   | 'first-instruction' | 'first-frame-out' | 'announce-sent' | 'done';
 
 /** One instant of the switch by the wall clock of the host that saw it: epoch ms with
@@ -65,9 +66,11 @@ export interface SwitchEvent {
 }
 
 export interface SwitchReport {
+  /** In time order, each event on its own host's clock. */
   readonly timeline: readonly SwitchEvent[];
-  /** Destination clock minus source clock as estimated from the round trip around Done; the
-   * destination's events are shown on the source's clock. 0 when both run on one machine. */
+  /** Destination clock minus source clock, estimated over Activate and Done (NTP's formula);
+   * null without the destination's half. On one machine (the lab) the clocks are one and this
+   * shows the estimate's own error. */
   readonly clockSkewMs: number | null;
   /** Frames that reached the source's NIC after its state was taken, carried over the stream
    * and delivered on the destination. */

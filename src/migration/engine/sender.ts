@@ -5,7 +5,8 @@
 // before; after it the source copy is never resumed.
 
 import { connect, type Socket } from 'node:net';
-import type { VmConfig, FrozenVm, SwapOut } from '../../vm/types.js';
+import type { VmConfig, FrozenVm, SwapOut, CarriedFrames } from '../../vm/types.js';
+import { SwitchTimeline } from './switch-timeline.js';
 import { ABSENT_SWAP, countMarked, markedRuns, pageRuns, type PagedMemory } from '../../vm/paging/marks.js';
 import { PostcopyPusher, type PushReport } from '../postcopy/pusher.js';
 import { modeNeeds, type MigrationMode } from './modes.js';
@@ -21,7 +22,7 @@ import { newNonce, sourceProof, verifyDestination, type MigrationToken } from '.
 import type { PageCompression } from '../protocol/codec.js';
 import { DEFAULT_PAGE_COMPRESSION, encodePages } from '../compression/index.js';
 import {
-  AbortCode, Compression, MAX_ABSENT_RUNS, MAX_BATCH_PAGES, PAGE_SIZE, POSTCOPY_VERSION, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+  AbortCode, Compression, MAX_ABSENT_RUNS, MAX_BATCH_PAGES, MAX_CARRIED_FRAMES, PAGE_SIZE, POSTCOPY_VERSION, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, SWITCH_VERSION,
   negotiateVersion, type AbsentOrigin, type ProtocolMessage,
 } from '../protocol/messages.js';
 
@@ -38,6 +39,9 @@ export interface MigrationSource {
   swapDurable?(): Promise<void>;
   harvestDirtyLog(): Promise<Uint8Array>;
   freeze(): Promise<FrozenVm>;
+  /** After the commit point: NIC frames that reached the frozen VM since freeze (none: a VM
+   * without NICs). */
+  takeCarriedFrames?(): Promise<CarriedFrames>;
   endMigrationOut(outcome: { committed: true } | { committed: false; error: string; frozen: boolean }): Promise<void>;
 }
 
@@ -49,15 +53,30 @@ export interface SenderTimeouts {
   readonly reserveMs: number;
   /** RoundAck after RoundEnd, and any write the socket does not take. */
   readonly stallMs: number;
-  /** Committed after CommitRequest (the destination loads the state). */
+  /** From the pause to Committed: the whole stop-and-copy and the destination's load. A switch
+   * that takes longer is abandoned and the VM resumes here. Default: ten times the downtime
+   * limit, at least 2 s (switchTimeoutMs). */
   readonly commitMs: number;
   /** Done after Activate. */
   readonly activateMs: number;
 }
 
-export const DEFAULT_SENDER_TIMEOUTS: SenderTimeouts = {
-  connectMs: 10_000, handshakeMs: 10_000, reserveMs: 120_000, stallMs: 15_000, commitMs: 60_000, activateMs: 30_000,
+export const DEFAULT_SENDER_TIMEOUTS: Omit<SenderTimeouts, 'commitMs'> = {
+  connectMs: 10_000, handshakeMs: 10_000, reserveMs: 120_000, stallMs: 15_000, activateMs: 30_000,
 };
+
+/** The planner's default downtime limit (rounds.ts), which the switch's bound scales with. */
+const DEFAULT_DOWNTIME_LIMIT_MS = 300;
+
+/** How long a switch may keep the VM paused before it is abandoned: long enough for a loaded
+ * host to finish one that overran its limit, short enough that a hung one costs seconds. */
+export function switchTimeoutMs(downtimeLimitMs: number): number {
+  return Math.min(60_000, Math.max(2_000, 10 * downtimeLimitMs));
+}
+
+/** After Done: how long the destination's timeline may take to arrive; its absence only leaves
+ * the report's timeline one-sided. */
+const SWITCH_TIMES_MS = 2_000;
 
 export interface SenderOptions {
   readonly source: MigrationSource;
@@ -117,11 +136,16 @@ export class PrecopySender {
   private swappedAtSwitch = 0;
   /** Page requests that arrived before the push began (the VM faults as soon as it runs). */
   private readonly earlyRequests: number[][] = [];
+  /** Set at the pause: the switch's instants and the frames carried across it. */
+  private timeline: SwitchTimeline | undefined;
+  /** Set when SwitchEnd goes; resolved by the destination's SwitchTimes (protocol v3). */
+  private switchTimes: ((m: Extract<ProtocolMessage, { type: 'SwitchTimes' }>) => void) | undefined;
+  private switchTimesArrived: Promise<Extract<ProtocolMessage, { type: 'SwitchTimes' }>> | undefined;
 
   constructor(private readonly opts: SenderOptions) {
     this.codec = opts.compression === undefined ? DEFAULT_PAGE_COMPRESSION : opts.compression;
     this.mode = opts.mode ?? 'precopy';
-    this.timeouts = { ...DEFAULT_SENDER_TIMEOUTS, ...opts.timeouts };
+    this.timeouts = { ...DEFAULT_SENDER_TIMEOUTS, commitMs: switchTimeoutMs(opts.downtimeLimitMs ?? DEFAULT_DOWNTIME_LIMIT_MS), ...opts.timeouts };
     this.tracker = new StageTracker(SENDER_TRANSITIONS, { kind: 'pre-migration' }, (s) => {
       opts.onStage?.(s);
       this.emitProgress(true);
@@ -253,34 +277,56 @@ export class PrecopySender {
     this.pausedAt = performance.now();
     const frozen = await source.freeze();
     this.frozen = true;
-    const plan = lastLog ? planner.beginRound(lastLog, frozen.dirtyLog) : planner.beginOnlyRound((p) => prescan![p] !== 0 || frozen.dirtyLog[p] !== 0);
-    this.tracker.move({ kind: 'stop-and-copy', round: plan.round });
-    const t0 = performance.now();
-    let bytes: number;
+    const timeline = new SwitchTimeline();
+    this.timeline = timeline;
+    timeline.mark('paused', frozen.pausedAtMs);
+    timeline.mark('frozen');
+    // A switch that stalls (a dead link, a hung destination) is abandoned within a bound tied
+    // to the downtime limit, and the VM resumes here.
+    const switchBound = setTimeout(() => ch.fail(new MigrationError('MIGRATION_TIMEOUT', `the switch did not commit within ${this.timeouts.commitMs} ms of the pause`)), this.timeouts.commitMs);
     let peerPages: Uint32Array | undefined;
-    if (postcopy) {
-      const r = await this.sendAbsentRound(ch, plan.round, plan.pages, mem, zeroPages);
-      bytes = r.bytes;
-      peerPages = r.peerPages;
-    } else {
-      bytes = await this.sendRound(ch, plan, mem, zeroPages);
+    let plan: RoundPlan;
+    try {
+      plan = lastLog ? planner.beginRound(lastLog, frozen.dirtyLog) : planner.beginOnlyRound((p) => prescan![p] !== 0 || frozen.dirtyLog[p] !== 0);
+      this.tracker.move({ kind: 'stop-and-copy', round: plan.round });
+      const t0 = performance.now();
+      let bytes: number;
+      if (postcopy) {
+        const r = await this.sendAbsentRound(ch, plan.round, plan.pages, mem, zeroPages);
+        bytes = r.bytes;
+        peerPages = r.peerPages;
+      } else {
+        bytes = await this.sendRound(ch, plan, mem, zeroPages);
+      }
+      bytes += await this.sendAbsent(ch, 'swap', markedRuns(mem.absent, ABSENT_SWAP));
+      this.swappedAtSwitch = countMarked(mem, ABSENT_SWAP);
+      await ch.send({ type: 'RoundEnd', round: plan.round, pagesSent: this.roundCounts.sent, pagesZeroed: this.roundCounts.zeroed });
+      timeline.mark('last-page-sent');
+      await ch.send({ type: 'DeviceState', state: frozen.state as unknown as Record<string, unknown> });
+      timeline.mark('device-state-sent');
+      await ch.send({ type: 'CommitRequest', finalRound: plan.round });
+      planner.endRound({ durationMs: performance.now() - t0, dirtyLog: new Uint8Array(mem.pageCount), bytesSent: bytes, pagesSent: this.roundCounts.sent });
+      this.tracker.move({ kind: 'commitment' });
+      await this.awaitMessage(ch, 'Committed', this.timeouts.commitMs, 'commitment');
+    } finally {
+      clearTimeout(switchBound);
     }
-    bytes += await this.sendAbsent(ch, 'swap', markedRuns(mem.absent, ABSENT_SWAP));
-    this.swappedAtSwitch = countMarked(mem, ABSENT_SWAP);
-    await ch.send({ type: 'RoundEnd', round: plan.round, pagesSent: this.roundCounts.sent, pagesZeroed: this.roundCounts.zeroed });
-    await ch.send({ type: 'DeviceState', state: frozen.state as unknown as Record<string, unknown> });
-    await ch.send({ type: 'CommitRequest', finalRound: plan.round });
-    planner.endRound({ durationMs: performance.now() - t0, dirtyLog: new Uint8Array(mem.pageCount), bytesSent: bytes, pagesSent: this.roundCounts.sent });
-    this.tracker.move({ kind: 'commitment' });
-    await this.awaitMessage(ch, 'Committed', this.timeouts.commitMs, 'commitment');
+    timeline.mark('committed');
 
     // The commit point: from here on the destination's copy is the VM.
     this.committed = true;
     this.tracker.move({ kind: 'activation' });
     await ch.send({ type: 'Activate' });
+    timeline.mark('activate');
+    // Frames that reached us since the freeze go after Activate, not before: the destination
+    // delivers them once its guest runs, and the guest's resume does not wait for them.
+    await this.carryFrames(ch, false);
     if (!peerPages || peerPages.length === 0) {
       await this.awaitMessage(ch, 'Done', this.timeouts.activateMs, 'activation');
       this.downtimeMs = round1(performance.now() - this.pausedAt);
+      timeline.mark('done');
+      await this.carryFrames(ch, true);
+      await this.awaitSwitchTimes();
     } else {
       await this.postcopy(ch, mem, peerPages, plan.round + 1);
     }
@@ -302,10 +348,14 @@ export class PrecopySender {
     const r = this.opts.rate ?? DEFAULT_DYNAMIC_RATE;
     const rate = r.mode === 'fixed' ? r.rate : r.cap;
     let done = false;
+    let tail: Promise<void> | undefined;
     const onDone = (): void => {
       done = true;
       this.downtimeMs = round1(performance.now() - this.pausedAt!);
+      this.timeline?.mark('done');
       this.tracker.move({ kind: 'postcopy' });
+      // Beside the push: the last frames, then SwitchEnd, which the destination answers.
+      tail = this.carryFrames(ch, true);
     };
     const pusher = new PostcopyPusher({
       ch, ram: mem.bytes, pages: peerPages, round, codec: this.codec, rate, ackTimeoutMs: this.timeouts.stallMs,
@@ -316,6 +366,7 @@ export class PrecopySender {
         this.emitProgress(false);
       },
       onMessage: (m) => {
+        if (m.type === 'SwitchTimes') return this.onSwitchTimes(m);
         if (m.type !== 'Done' || done) return false;
         onDone();
         return true;
@@ -328,7 +379,9 @@ export class PrecopySender {
       await this.awaitMessage(ch, 'Done', this.timeouts.activateMs, 'activation');
       onDone();
     }
+    await tail;
     const complete = await this.awaitMessage(ch, 'PostcopyComplete', this.timeouts.stallMs, 'the end of post-copy');
+    await this.awaitSwitchTimes();
     this.postcopyStats = { faults: complete.faults, stallUsTotal: complete.stallUsTotal, stallUsMax: complete.stallUsMax, duplicates: complete.duplicates };
   }
 
@@ -364,6 +417,57 @@ export class PrecopySender {
     bytes += await this.sendAbsent(ch, 'peer', pageRuns(peerPages));
     this.pagesAtRisk = peerPages.length;
     return { bytes, peerPages };
+  }
+
+  /**
+   * Sends the NIC frames that reached the frozen VM since its state was taken (protocol v3);
+   * with `last`, then SwitchEnd: the destination has all of them and answers with its half of
+   * the timeline. Best effort after the commit point: a failure here loses frames, not the VM.
+   */
+  private async carryFrames(ch: MigrationChannel, last: boolean): Promise<void> {
+    if (this.version < SWITCH_VERSION) return;
+    try {
+      const taken = await this.opts.source.takeCarriedFrames?.();
+      let sent = 0;
+      for (const n of taken?.nics ?? []) {
+        for (let i = 0; i < n.frames.length; i += MAX_CARRIED_FRAMES) {
+          const frames = n.frames.slice(i, i + MAX_CARRIED_FRAMES);
+          await ch.send({ type: 'Frames', nic: n.nic, frames });
+          sent += frames.length;
+        }
+      }
+      this.timeline?.carriedFrames(sent, taken?.dropped ?? 0);
+      if (last) {
+        this.switchTimesArrived = new Promise((resolve) => { this.switchTimes = resolve; });
+        await ch.send({ type: 'SwitchEnd' });
+      }
+    } catch {
+      // The VM runs at the destination either way; the report then shows fewer frames carried.
+    }
+  }
+
+  /** The destination's SwitchTimes, read where nothing else reads the return path (pre-copy's
+   * end) or handed over by the post-copy push; gives up quietly after SWITCH_TIMES_MS. */
+  private async awaitSwitchTimes(): Promise<void> {
+    const arrived = this.switchTimesArrived;
+    if (!arrived) return;
+    const ch = this.channel!;
+    const timeout = new Promise<void>((resolve) => setTimeout(resolve, SWITCH_TIMES_MS).unref());
+    const reader = (async () => {
+      while (this.switchTimes) {
+        const m = await ch.next(SWITCH_TIMES_MS, 'the switch timeline');
+        if (m.type === 'SwitchTimes') this.onSwitchTimes(m);
+      }
+    })().catch(() => undefined);
+    await Promise.race([arrived, timeout, this.pusher ? arrived : reader]);
+  }
+
+  private onSwitchTimes(m: Extract<ProtocolMessage, { type: 'SwitchTimes' }>): boolean {
+    this.timeline?.destinationSaw(m);
+    const resolve = this.switchTimes;
+    this.switchTimes = undefined;
+    resolve?.(m);
+    return true;
   }
 
   private async scanNonZero(pageCount: number, nonZero: (p: number) => boolean): Promise<Uint8Array> {
@@ -500,8 +604,9 @@ export class PrecopySender {
   private async awaitMessage<K extends 'Committed' | 'Done' | 'PostcopyComplete'>(ch: MigrationChannel, type: K, timeoutMs: number, what: string): Promise<Extract<ProtocolMessage, { type: K }>> {
     for (;;) {
       // PostcopyAcks of the last pushed frames arrive after the push ends: nothing to do.
-      const m: ProtocolMessage = await ch.expect([type, 'RoundAck', 'PageRequest', 'PostcopyAck'], timeoutMs, what);
+      const m: ProtocolMessage = await ch.expect([type, 'RoundAck', 'PageRequest', 'PostcopyAck', 'SwitchTimes'], timeoutMs, what);
       if (m.type === 'PageRequest') this.earlyRequests.push([...m.pages]);
+      else if (m.type === 'SwitchTimes') this.onSwitchTimes(m);
       else if (m.type === type) return m as Extract<ProtocolMessage, { type: K }>;
     }
   }
@@ -594,6 +699,7 @@ export class PrecopySender {
           pagesAtRisk: this.pagesAtRisk,
         },
       } : {}),
+      ...(this.timeline ? { switch: this.timeline.report() } : {}),
     };
   }
 }

@@ -9,7 +9,14 @@ import {
   HELLO_MAGIC,
   MAX_ABSENT_RUNS,
   MAX_BATCH_PAGES,
+  MAX_CARRIED_FRAME,
+  MAX_CARRIED_FRAMES,
   MAX_DEVICES,
+  MAX_SWITCH_EVENTS,
+  MIN_CARRIED_FRAME,
+  DESTINATION_SWITCH_EVENTS,
+  type DestinationSwitchEvent,
+  type FramesMessage,
   MAX_FRAME_PAYLOAD,
   MAX_SHORT_STRING,
   MAX_TEXT_STRING,
@@ -24,6 +31,7 @@ import {
   type PageRequestMessage,
   type PagesMessage,
   type ProtocolMessage,
+  type SwitchTimesMessage,
 } from './messages.js';
 
 /** A page-batch compression, registered by id on both ends. Id 0 (none) is built in. */
@@ -82,6 +90,7 @@ const FIXED_SIZE: Partial<Record<MessageTypeName, number>> = {
   Committed: 0,
   Activate: 0,
   Done: 0,
+  SwitchEnd: 0,
 };
 
 function checkMaxPayload(n: number | undefined): number {
@@ -244,6 +253,41 @@ function encodePageRequest(w: Writer, m: PageRequestMessage): void {
   }
 }
 
+function encodeFrames(w: Writer, m: FramesMessage): void {
+  const n = m.frames.length;
+  if (n < 1 || n > MAX_CARRIED_FRAMES) fail('BAD_FIELD', `a Frames message carries 1..${MAX_CARRIED_FRAMES} frames, not ${n}`);
+  w.u16(uint(m.nic, 16, 'NIC index'));
+  w.u16(0);
+  w.u32(n);
+  for (const f of m.frames) {
+    if (!(f instanceof Uint8Array) || f.length < MIN_CARRIED_FRAME || f.length > MAX_CARRIED_FRAME) {
+      fail('BAD_FIELD', `a carried frame is ${MIN_CARRIED_FRAME}..${MAX_CARRIED_FRAME} bytes`);
+    }
+    w.u32(f.length);
+    w.bytes(f);
+  }
+}
+
+const SWITCH_EVENT_NAMES: ReadonlySet<string> = new Set(DESTINATION_SWITCH_EVENTS);
+
+/** SwitchTimes travels as JSON; its shape is checked here, on both ends, like a binary layout. */
+function switchTimes(v: Record<string, unknown>, what: string): Pick<SwitchTimesMessage, 'events' | 'framesDelivered' | 'framesDropped'> {
+  const events = v['events'];
+  if (!Array.isArray(events) || events.length > MAX_SWITCH_EVENTS) fail('BAD_FIELD', `${what}: events must be an array of at most ${MAX_SWITCH_EVENTS}`);
+  const out = (events as unknown[]).map((e) => {
+    const r = e as { event?: unknown; atMs?: unknown } | null;
+    if (typeof r !== 'object' || r === null || typeof r.event !== 'string' || !SWITCH_EVENT_NAMES.has(r.event)) fail('BAD_FIELD', `${what}: an event names no destination switch event`);
+    if (typeof r!.atMs !== 'number' || !Number.isFinite(r!.atMs) || r!.atMs < 0) fail('BAD_FIELD', `${what}: an event's atMs must be a non-negative number`);
+    return { event: r!.event as DestinationSwitchEvent, atMs: r!.atMs as number };
+  });
+  const count = (key: string): number => {
+    const n = v[key];
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) fail('BAD_FIELD', `${what}: ${key} must be a non-negative integer`);
+    return n as number;
+  };
+  return { events: out, framesDelivered: count('framesDelivered'), framesDropped: count('framesDropped') };
+}
+
 export class FrameEncoder {
   private readonly maxPayload: number;
   private readonly compressions: Map<number, PageCompression>;
@@ -338,7 +382,17 @@ export class FrameEncoder {
       case 'Committed':
       case 'Activate':
       case 'Done':
+      case 'SwitchEnd':
         break;
+      case 'Frames':
+        encodeFrames(w, m);
+        break;
+      case 'SwitchTimes': {
+        const body = { events: m.events, framesDelivered: m.framesDelivered, framesDropped: m.framesDropped };
+        switchTimes(body, 'SwitchTimes');
+        w.bytes(jsonObject(body, 'switch times'));
+        break;
+      }
       case 'Cancel':
         w.str16(m.reason, MAX_TEXT_STRING, 'reason');
         break;
@@ -718,7 +772,25 @@ export class FrameDecoder {
       case 'Committed':
       case 'Activate':
       case 'Done':
+      case 'SwitchEnd':
         m = { type };
+        break;
+      case 'Frames': {
+        const nic = r.u16();
+        if (r.u16() !== 0) fail('BAD_RESERVED', 'Frames has a non-zero reserved field');
+        const n = r.u32();
+        if (n < 1 || n > MAX_CARRIED_FRAMES) fail('BAD_FIELD', `Frames carries ${n} frames, 1..${MAX_CARRIED_FRAMES} allowed`);
+        const frames: Uint8Array[] = [];
+        for (let i = 0; i < n; i++) {
+          const len = r.u32();
+          if (len < MIN_CARRIED_FRAME || len > MAX_CARRIED_FRAME) fail('BAD_FIELD', `a carried frame of ${len} bytes, ${MIN_CARRIED_FRAME}..${MAX_CARRIED_FRAME} allowed`);
+          frames.push(r.copy(len));
+        }
+        m = { type, nic, frames };
+        break;
+      }
+      case 'SwitchTimes':
+        m = { type, ...switchTimes(r.json(r.remaining, 'switch times'), 'SwitchTimes') };
         break;
       case 'Cancel':
         m = { type, reason: r.str16(MAX_TEXT_STRING, 'reason') };

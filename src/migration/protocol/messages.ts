@@ -5,10 +5,13 @@ import { MigrationProtocolError } from './errors.js';
 
 /** Versions this build speaks. Both ends announce a range so a newer daemon can still talk down. */
 export const PROTOCOL_VERSION_MIN = 1;
-/** Version 2 adds post-copy: Absent, PageRequest, PostcopyEnd, PostcopyComplete, PostcopyAck. */
-export const PROTOCOL_VERSION_MAX = 2;
+/** Version 2 adds post-copy: Absent, PageRequest, PostcopyEnd, PostcopyComplete, PostcopyAck.
+ * Version 3 adds the switch's tail: Frames, SwitchEnd, SwitchTimes. */
+export const PROTOCOL_VERSION_MAX = 3;
 /** The first version with post-copy messages. */
 export const POSTCOPY_VERSION = 2;
+/** The first version that carries the source's late NIC frames and the destination's timeline. */
+export const SWITCH_VERSION = 3;
 
 export const PAGE_SIZE = 4096;
 /** Bounds one Pages frame to ~1 MiB of page data: big enough to amortise framing, small
@@ -25,6 +28,13 @@ export const PROOF_BYTES = 32;
 export const MAX_SHORT_STRING = 255;
 export const MAX_TEXT_STRING = 1024;
 export const MAX_DEVICES = 64;
+/** A carried Ethernet frame: a header at least, and at most what virtio-net accepts. */
+export const MIN_CARRIED_FRAME = 14;
+export const MAX_CARRIED_FRAME = 65_550;
+/** Frames in one Frames message (its payload also stays within MAX_FRAME_PAYLOAD). */
+export const MAX_CARRIED_FRAMES = 1024;
+/** Events in one SwitchTimes message. */
+export const MAX_SWITCH_EVENTS = 32;
 
 export const MessageType = {
   Hello: 0x01,
@@ -47,6 +57,9 @@ export const MessageType = {
   Committed: 0x32,
   Activate: 0x33,
   Done: 0x34,
+  Frames: 0x35,
+  SwitchEnd: 0x36,
+  SwitchTimes: 0x37,
   Cancel: 0x7e,
   Abort: 0x7f,
 } as const;
@@ -208,6 +221,28 @@ export interface ActivateMessage {
 export interface DoneMessage {
   readonly type: 'Done';
 }
+/** source → destination (v3), after Activate: frames that reached the source's NIC `nic` after
+ * its state was taken, in arrival order. The destination delivers them to the same NIC. */
+export interface FramesMessage {
+  readonly type: 'Frames';
+  readonly nic: number;
+  readonly frames: readonly Uint8Array[];
+}
+/** source → destination (v3), after Done: no more Frames follow. */
+export interface SwitchEndMessage {
+  readonly type: 'SwitchEnd';
+}
+/** The instants the destination reports (wall clock, epoch ms with sub-ms precision). */
+export const DESTINATION_SWITCH_EVENTS = ['state-loaded', 'committed', 'activate', 'first-instruction', 'first-frame-out', 'announce-sent', 'done'] as const;
+export type DestinationSwitchEvent = (typeof DESTINATION_SWITCH_EVENTS)[number];
+/** destination → source (v3), answering SwitchEnd: the switch as the destination saw it, plus
+ * the frames it could not deliver. */
+export interface SwitchTimesMessage {
+  readonly type: 'SwitchTimes';
+  readonly events: readonly { readonly event: DestinationSwitchEvent; readonly atMs: number }[];
+  readonly framesDelivered: number;
+  readonly framesDropped: number;
+}
 export interface CancelMessage {
   readonly type: 'Cancel';
   readonly reason: string;
@@ -239,6 +274,9 @@ export type ProtocolMessage =
   | CommittedMessage
   | ActivateMessage
   | DoneMessage
+  | FramesMessage
+  | SwitchEndMessage
+  | SwitchTimesMessage
   | CancelMessage
   | AbortMessage;
 

@@ -45,6 +45,10 @@ export const MAX_FRAME = 65_550;
 /** Control commands are a two-byte header plus a few bytes (a MAC table at most). */
 const MAX_CTRL = 4096;
 const DEFAULT_BACKLOG = 256;
+/** Frames kept while the NIC is held (a switch: the source after its state was taken, the
+ * destination until it runs). A switch lasts tens of ms; this holds a flood of minimum-size
+ * frames at line rate for longer than that, and is bounded so a flood cannot grow it. */
+export const HELD_BACKLOG = 4096;
 
 export interface VirtioNetOptions {
   readonly backend: NetBackend;
@@ -90,6 +94,11 @@ export class VirtioNet implements VirtioDevice<VirtioNetState> {
   private broken = false;
   /** While set, received frames wait in the backlog instead of landing in guest buffers. */
   private held = false;
+  /** Backlog frames from this index on arrived after the state was taken (markCarry). */
+  private carryFrom: number | undefined;
+  /** Frames dropped while held (a full backlog), since markCarry or the last takeCarried. */
+  private heldDropped = 0;
+  private nextTransmit: (() => void) | undefined;
 
   constructor(private readonly memory: GuestMemory, opts: VirtioNetOptions) {
     if (opts.mac.length !== 6) throw new RangeError('a MAC address has 6 bytes');
@@ -167,22 +176,27 @@ export class VirtioNet implements VirtioDevice<VirtioNetState> {
     }
   }
 
-  private receive(frame: Uint8Array): void {
-    if (!this.ctx || this.broken || frame.length < ETH_HLEN || frame.length > MAX_FRAME) {
+  /** Takes a frame from the backend (or carried from a migration's source); false if dropped. */
+  private receive(frame: Uint8Array): boolean {
+    // A held NIC keeps frames even before a driver exists: a migration's destination holds
+    // what arrives for the guest until its state is loaded and it runs.
+    if ((!this.ctx && !this.held) || this.broken || frame.length < ETH_HLEN || frame.length > MAX_FRAME) {
       this.stats.rxDropped++;
-      return;
+      return false;
     }
-    if (this.backlog.length >= this.backlogMax) {
+    if (this.backlog.length >= (this.held ? HELD_BACKLOG : this.backlogMax)) {
       this.stats.rxDropped++;
-      return;
+      if (this.held) this.heldDropped++;
+      return false;
     }
     // Copied: the backend may reuse its buffer once we return.
     this.backlog.push(frame.slice());
     this.kickBacklog();
+    return true;
   }
 
-  /** Frames that arrive from now on are kept (up to the backlog limit) rather than written
-   * to guest memory. Nothing else writes RAM without a kick, so the NIC is then still. */
+  /** Frames that arrive from now on are kept (up to HELD_BACKLOG) rather than written to guest
+   * memory. Nothing else writes RAM without a kick, so the NIC is then still. */
   quiesce(): Promise<void> {
     this.held = true;
     return Promise.resolve();
@@ -190,7 +204,40 @@ export class VirtioNet implements VirtioDevice<VirtioNetState> {
 
   unquiesce(): void {
     this.held = false;
+    this.carryFrom = undefined;
     this.kickBacklog();
+  }
+
+  /** A migration's source took the NIC's state: frames from now on are not in it, and go to
+   * the destination through takeCarried instead. */
+  markCarry(): void {
+    this.carryFrom = this.backlog.length;
+    this.heldDropped = 0;
+  }
+
+  /** The frames that arrived since markCarry (removed from the backlog), and how many were
+   * dropped meanwhile because the held backlog was full. */
+  takeCarried(): { frames: Uint8Array[]; dropped: number } {
+    const from = this.carryFrom ?? this.backlog.length;
+    const frames = this.backlog.splice(from);
+    const dropped = this.heldDropped;
+    this.heldDropped = 0;
+    return { frames, dropped };
+  }
+
+  /** Frames dropped while held since markCarry or the last takeCarried (a full backlog). */
+  get heldDrops(): number { return this.heldDropped; }
+
+  /** Frames carried from a migration's source, delivered as if they had arrived here. */
+  inject(frames: readonly Uint8Array[]): { delivered: number; dropped: number } {
+    let delivered = 0;
+    for (const f of frames) if (this.receive(f)) delivered++;
+    return { delivered, dropped: frames.length - delivered };
+  }
+
+  /** Calls `listener` once, when the guest next transmits a frame. */
+  onNextTransmit(listener: () => void): void {
+    this.nextTransmit = listener;
   }
 
   /** Moves backlog frames into posted receive buffers, in order, until either runs out. */
@@ -284,6 +331,9 @@ export class VirtioNet implements VirtioDevice<VirtioNetState> {
           const bytes = readChain(this.memory, chain.readable);
           this.backend.send(bytes.subarray(NET_HDR_SIZE));
           this.stats.txFrames++;
+          const listener = this.nextTransmit;
+          this.nextTransmit = undefined;
+          listener?.();
         }
         q.push(chain.head, 0);
         used = true;
@@ -364,7 +414,12 @@ export class VirtioNet implements VirtioDevice<VirtioNetState> {
     this.mac = mac;
     this.status = status;
     this.broken = broken;
-    this.backlog = backlog;
+    // A held NIC (a migration's destination) keeps what reached it before the state: those
+    // frames arrived after the ones the state holds.
+    const early = this.held ? this.backlog : [];
+    const kept = early.slice(0, Math.max(0, HELD_BACKLOG - backlog.length));
+    this.heldDropped += early.length - kept.length;
+    this.backlog = [...backlog, ...kept];
     Object.assign(this.stats, stats);
     this.ctx = ctx;
     // Frames that arrived on the destination before restore were dropped (no driver yet); the
