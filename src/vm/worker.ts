@@ -387,9 +387,9 @@ const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
     announceMove(b.machine);
     const resumedAtMs = wallClockMs();
     go(b);
-    // After the loop started: delivering the held frames may wait for absent pages, which
-    // post-copy serves from now on.
-    b.machine.unquiesce();
+    // After this reply: delivering the held frames may wait (this thread blocked) for absent
+    // pages, which post-copy serves from now on; the activation must not wait for them.
+    setImmediate(() => { if (!closed) b.machine.unquiesce(); });
     return { resumedAtMs };
   },
   'switch-times': async (): Promise<ActivationTimes> => ({ ...activation }),

@@ -95,6 +95,8 @@ export class MigrationReceiver {
   private readonly events: { event: DestinationSwitchEvent; atMs: number }[] = [];
   private framesDelivered = 0;
   private framesDropped = 0;
+  /** Frame deliveries and the timeline's reply, in arrival order, beside the post-copy loop. */
+  private tail: Promise<void> = Promise.resolve();
   readonly peer: string;
 
   constructor(socket: Socket, private readonly host: IncomingHost, opts: ReceiverOptions = {}) {
@@ -242,6 +244,12 @@ export class MigrationReceiver {
     }
   }
 
+  /** Runs `work` after the work queued before it; a failure there loses frames or the
+   * timeline, never the VM. */
+  private inOrder(work: () => Promise<void>): void {
+    this.tail = this.tail.then(work).catch(() => undefined);
+  }
+
   private async deliverFrames(m: FramesMessage, target: MigrationTarget): Promise<void> {
     const r = await target.injectFrames(m.nic, m.frames);
     this.framesDelivered += r.delivered;
@@ -281,12 +289,13 @@ export class MigrationReceiver {
         await ch.send({ type: 'PostcopyAck', pagesReceived: peer.received + peer.duplicates });
         continue;
       }
+      // Never awaited here: delivering a frame may wait for a page that only this loop brings.
       if (m.type === 'Frames' && this.version >= SWITCH_VERSION) {
-        await this.deliverFrames(m, target);
+        this.inOrder(() => this.deliverFrames(m, target));
         continue;
       }
       if (m.type === 'SwitchEnd' && this.version >= SWITCH_VERSION) {
-        await this.sendSwitchTimes(ch, target);
+        this.inOrder(() => this.sendSwitchTimes(ch, target));
         continue;
       }
       if (m.type !== 'PostcopyEnd') throw new MigrationError('MIGRATION_PROTOCOL', `unexpected ${m.type} during post-copy`);

@@ -77,6 +77,11 @@ export function switchTimeoutMs(downtimeLimitMs: number): number {
 /** After Done: how long the destination's timeline may take to arrive; its absence only leaves
  * the report's timeline one-sided. */
 const SWITCH_TIMES_MS = 2_000;
+/** After Done the source carries frames until they stop (see carryFrames). */
+const CARRY_MIN_MS = 100;
+const CARRY_QUIET_MS = 50;
+const CARRY_MAX_MS = 1_000;
+const CARRY_POLL_MS = 10;
 
 export interface SenderOptions {
   readonly source: MigrationSource;
@@ -420,23 +425,26 @@ export class PrecopySender {
   }
 
   /**
-   * Sends the NIC frames that reached the frozen VM since its state was taken (protocol v3);
-   * with `last`, then SwitchEnd: the destination has all of them and answers with its half of
-   * the timeline. Best effort after the commit point: a failure here loses frames, not the VM.
+   * Sends the NIC frames that reached the frozen VM since its state was taken (protocol v3).
+   * With `last` (after Done) it goes on until the LAN has learned the VM's new port, which shows
+   * as the frames stopping: at least CARRY_MIN_MS after Done and CARRY_QUIET_MS without a frame
+   * (frames still on their way through this host's TAP and threads arrive meanwhile), at most
+   * CARRY_MAX_MS; then SwitchEnd, which the destination answers with its half of the timeline.
+   * Best effort after the commit point: a failure here loses frames, not the VM.
    */
   private async carryFrames(ch: MigrationChannel, last: boolean): Promise<void> {
     if (this.version < SWITCH_VERSION) return;
     try {
-      const taken = await this.opts.source.takeCarriedFrames?.();
-      let sent = 0;
-      for (const n of taken?.nics ?? []) {
-        for (let i = 0; i < n.frames.length; i += MAX_CARRIED_FRAMES) {
-          const frames = n.frames.slice(i, i + MAX_CARRIED_FRAMES);
-          await ch.send({ type: 'Frames', nic: n.nic, frames });
-          sent += frames.length;
-        }
+      const start = performance.now();
+      let lastFrame = start;
+      for (;;) {
+        const sent = await this.carryOnce(ch);
+        const now = performance.now();
+        if (sent > 0) lastFrame = now;
+        if (!last) break;
+        if ((now - start >= CARRY_MIN_MS && now - lastFrame >= CARRY_QUIET_MS) || now - start >= CARRY_MAX_MS) break;
+        await sleep(CARRY_POLL_MS);
       }
-      this.timeline?.carriedFrames(sent, taken?.dropped ?? 0);
       if (last) {
         this.switchTimesArrived = new Promise((resolve) => { this.switchTimes = resolve; });
         await ch.send({ type: 'SwitchEnd' });
@@ -444,6 +452,21 @@ export class PrecopySender {
     } catch {
       // The VM runs at the destination either way; the report then shows fewer frames carried.
     }
+  }
+
+  /** One hand-over of the frames the frozen VM holds; returns how many went. */
+  private async carryOnce(ch: MigrationChannel): Promise<number> {
+    const taken = await this.opts.source.takeCarriedFrames?.();
+    let sent = 0;
+    for (const n of taken?.nics ?? []) {
+      for (let i = 0; i < n.frames.length; i += MAX_CARRIED_FRAMES) {
+        const frames = n.frames.slice(i, i + MAX_CARRIED_FRAMES);
+        await ch.send({ type: 'Frames', nic: n.nic, frames });
+        sent += frames.length;
+      }
+    }
+    this.timeline?.carriedFrames(sent, taken?.dropped ?? 0);
+    return sent;
   }
 
   /** The destination's SwitchTimes, read where nothing else reads the return path (pre-copy's
