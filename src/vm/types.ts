@@ -77,6 +77,8 @@ export interface VmHandle {
  * in one step with the guest paused and its devices still; RAM holds until the VM thaws. */
 export interface FrozenVm {
   readonly dirtyLog: Uint8Array;
+  /** Pages the guest touched (read, wrote or ran) since the last access-log harvest. */
+  readonly accessLog: Uint8Array;
   readonly state: MachineState;
   /** How long pausing and draining in-flight I/O took. */
   readonly quiesceMs: number;
@@ -129,6 +131,8 @@ export interface MigratableVm extends VmHandle {
   memory(): Promise<GuestMemory>;
   beginMigrationOut(to: string): Promise<void>;
   harvestDirtyLog(): Promise<Uint8Array>;
+  /** Starts a new access log (pages touched); freeze() hands over the one running then. */
+  harvestAccessLog(): Promise<Uint8Array>;
   freeze(): Promise<FrozenVm>;
   endMigrationOut(outcome: { committed: true } | { committed: false; error: string; frozen: boolean }): Promise<void>;
   /** Source, after the commit point: NIC frames that arrived since freeze. */

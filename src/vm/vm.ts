@@ -229,11 +229,18 @@ export class Vm implements VmHandle, MigratableVm {
     });
   }
 
+  harvestAccessLog(): Promise<Uint8Array> {
+    return this.serial(async () => {
+      this.expect('migrating-out', 'harvest the access log of');
+      return (await this.request(this.requireLink(), { type: 'harvest-access' }, this.timeouts.control)).log;
+    });
+  }
+
   freeze(): Promise<FrozenVm> {
     return this.serial(async () => {
       this.expect('migrating-out', 'freeze');
       const r = await this.request(this.requireLink(), { type: 'freeze' }, this.timeouts.control + 10_000);
-      return { dirtyLog: r.log, state: r.state, quiesceMs: r.quiesceMs, pausedAtMs: r.pausedAtMs };
+      return { dirtyLog: r.log, accessLog: r.accessLog, state: r.state, quiesceMs: r.quiesceMs, pausedAtMs: r.pausedAtMs };
     });
   }
 

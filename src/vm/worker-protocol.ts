@@ -96,7 +96,7 @@ export interface ReplyResults {
   'harvest-access': { readonly log: Uint8Array };
   evict: Eviction;
   /** `pausedAtMs`: wall clock (epoch ms) when the vCPU stopped. */
-  freeze: { readonly log: Uint8Array; readonly state: MachineState; readonly wasRunning: boolean; readonly quiesceMs: number; readonly pausedAtMs: number };
+  freeze: { readonly log: Uint8Array; readonly accessLog: Uint8Array; readonly state: MachineState; readonly wasRunning: boolean; readonly quiesceMs: number; readonly pausedAtMs: number };
   thaw: undefined;
   'load-state': undefined;
   /** `resumedAtMs`: wall clock when the vCPU loop started again. */

@@ -360,9 +360,10 @@ const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
     // One synchronous step: nothing runs between the harvest and the state; frames from here on
     // are carried to the destination (take-frames) if the migration commits.
     const log = b.machine.harvestDirtyLog();
+    const accessLog = b.machine.harvestAccessLog();
     const state = b.machine.save();
     for (const nic of nicsOf(b.machine)) nic.markCarry();
-    return { log, state, wasRunning, quiesceMs, pausedAtMs };
+    return { log, accessLog, state, wasRunning, quiesceMs, pausedAtMs };
   },
   'take-frames': async (_req, b) => {
     let dropped = 0;

@@ -195,7 +195,8 @@ export class FakeSourceVm implements MigrationSource {
     this.frozenRam = this.ram.slice();
     this.frozenState = { kind: 'fake-machine', writes: this.writes, pc: '0x80200000', nested: { harts: [0], tag: 'ferry ✓' } };
     const state = structuredClone(this.frozenState) as unknown as MachineState;
-    return { dirtyLog: this.takeLog(), state, quiesceMs: performance.now() - t0, pausedAtMs: wallClockMs() };
+    const dirtyLog = this.takeLog();
+    return { dirtyLog, accessLog: new Uint8Array(dirtyLog.length), state, quiesceMs: performance.now() - t0, pausedAtMs: wallClockMs() };
   }
 
   /** Frames that "reach the NIC" after the freeze: each takeCarriedFrames hands over and clears them. */

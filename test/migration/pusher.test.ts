@@ -130,3 +130,26 @@ test('post-copy push: an ack for more pages than were sent is a protocol error; 
     q.close();
   }
 });
+
+test('post-copy push: the working set at the switch goes before the rest, each page still once', async () => {
+  const p = await pair();
+  const ram = noise();
+  try {
+    const pages = Uint32Array.from({ length: PAGES }, (_, i) => i);
+    const hot = Uint32Array.from([4095, 2000, 2001, 3500]);
+    const run = new PostcopyPusher({ ch: p.ch, ram, pages, hot, round: 3, codec: null, rate: 1e12, ackTimeoutMs: 10_000, onSent: () => undefined }).run();
+    const acking = setInterval(() => p.send({ type: 'PostcopyAck', pagesReceived: pageCount(p.received) }), 2);
+    try {
+      await run;
+    } finally {
+      clearInterval(acking);
+    }
+    const sent = pagesOf(p.received).flatMap((m) => [...m.pages]);
+    assert.deepEqual([...pagesOf(p.received)[0]!.pages], [2000, 2001, 3500, 4095], 'the hot pages lead, in a frame of their own');
+    assert.deepEqual(sent.slice(4, 8), [0, 1, 2, 3], 'then the rest in page order');
+    assert.equal(sent.length, PAGES);
+    assert.equal(new Set(sent).size, PAGES, 'every page once');
+  } finally {
+    p.close();
+  }
+});

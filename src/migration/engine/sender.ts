@@ -38,6 +38,9 @@ export interface MigrationSource {
   /** Resolves once every page on the VM's swap device is durable there (none: at once). */
   swapDurable?(): Promise<void>;
   harvestDirtyLog(): Promise<Uint8Array>;
+  /** Starts a new access log; the freeze's marks what the guest touched since (post-copy pushes
+   * those pages first). Without it the push goes in page order. */
+  harvestAccessLog?(): Promise<Uint8Array>;
   freeze(): Promise<FrozenVm>;
   /** After the commit point: NIC frames that reached the frozen VM since freeze (none: a VM
    * without NICs). */
@@ -237,8 +240,10 @@ export class PrecopySender {
     const zeroPages = new ZeroPages(mem.bytes);
     const inRamNonZero = (p: number): boolean => mem.absent[p] === 0 && !zeroPages.isZero(p);
 
-    // Everything written from here on shows up in the log, so round 1 may read RAM live.
+    // Everything written from here on shows up in the log, so round 1 may read RAM live; what
+    // the guest touches from here on is its working set at the switch.
     await source.harvestDirtyLog();
+    await source.harvestAccessLog?.();
     let lastLog: Uint8Array | undefined;
     let converged = false;
     // Pure post-copy: find the non-zero pages while the VM still runs, so the pause only adds
@@ -333,7 +338,7 @@ export class PrecopySender {
       await this.carryFrames(ch, true);
       await this.awaitSwitchTimes();
     } else {
-      await this.postcopy(ch, mem, peerPages, plan.round + 1);
+      await this.postcopy(ch, mem, peerPages, plan.round + 1, source.harvestAccessLog ? frozen.accessLog : undefined);
     }
     this.migratingOut = false;
     // The VM runs at the destination and our copy may be discarded: the migration's total time
@@ -348,7 +353,7 @@ export class PrecopySender {
    * touch absent pages (a NIC's announcement writes guest buffers), and the destination
    * answers Activate only once it runs. Done, when it comes, ends the downtime.
    */
-  private async postcopy(ch: MigrationChannel, mem: PagedMemory, peerPages: Uint32Array, round: number): Promise<void> {
+  private async postcopy(ch: MigrationChannel, mem: PagedMemory, peerPages: Uint32Array, round: number, touched: Uint8Array | undefined): Promise<void> {
     // Pushed pages keep to the migration's rate cap; the ack window (pusher.ts) keeps requested ones from queueing.
     const r = this.opts.rate ?? DEFAULT_DYNAMIC_RATE;
     const rate = r.mode === 'fixed' ? r.rate : r.cap;
@@ -364,6 +369,8 @@ export class PrecopySender {
     };
     const pusher = new PostcopyPusher({
       ch, ram: mem.bytes, pages: peerPages, round, codec: this.codec, rate, ackTimeoutMs: this.timeouts.stallMs,
+      // The guest's working set at the switch goes first: what it touched during the migration.
+      ...(touched ? { hot: peerPages.filter((p) => touched[p] !== 0) } : {}),
       onSent: (pages, wire, raw) => {
         this.counts.sent += pages;
         this.counts.wire += wire;

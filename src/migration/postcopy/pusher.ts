@@ -1,7 +1,8 @@
 // The source's post-copy phase: the destination runs the VM; every page it still lacks is sent
 // exactly once. Requested pages (a stalled vCPU or device) go first and unpaced; then the
-// neighbours of recent faults (prepaging: a fault predicts its neighbours); then the rest in
-// ascending order, paced at the migration's rate. Pushed pages are flow-controlled by the
+// neighbours of recent faults (prepaging: a fault predicts its neighbours); then the pages the
+// guest touched last on the source (its working set); then the rest in ascending order, paced
+// at the migration's rate. Pushed pages are flow-controlled by the
 // destination's PostcopyAcks: at most WINDOW_BYTES of them are unacknowledged, so a requested
 // page waits behind that much at most rather than behind the socket's and the link's whole
 // queue (megabytes: tens of milliseconds on a slow link). QEMU's postcopy-preempt channel
@@ -41,6 +42,8 @@ export interface PusherOptions {
   readonly ram: Uint8Array;
   /** Pages absent at the destination, ascending. */
   readonly pages: Uint32Array;
+  /** Of those, the ones the guest touched last (its working set): pushed before the rest. */
+  readonly hot?: Uint32Array;
   readonly round: number;
   readonly codec: PageCompression | null;
   /** Bytes/s for pushed pages. */
@@ -59,6 +62,7 @@ export class PostcopyPusher {
   private readonly urgent: number[] = [];
   private nearby: number[] = [];
   private cursor = 0;
+  private hotCursor = 0;
   private requested = 0;
   private requests = 0;
   private readonly pacer = new Pacer(256 * 1024, PACER_BURST_MS);
@@ -107,7 +111,12 @@ export class PostcopyPusher {
       while (this.urgent.length > 0 && batch.length < MAX_BATCH_PAGES) this.take(this.urgent.shift()!, batch);
       const urgent = batch.length > 0;
       while (!urgent && this.nearby.length > 0 && batch.length < PUSH_BATCH_PAGES) this.take(this.nearby.shift()!, batch);
-      while (!urgent && this.cursor < pages.length && batch.length < PUSH_BATCH_PAGES) this.take(pages[this.cursor++]!, batch);
+      const hot = this.o.hot;
+      const before = batch.length;
+      while (!urgent && hot && this.hotCursor < hot.length && batch.length < PUSH_BATCH_PAGES) this.take(hot[this.hotCursor++]!, batch);
+      // The working set's frames carry only its pages, so none of them waits for the rest.
+      const tookHot = batch.length > before;
+      while (!urgent && !tookHot && this.cursor < pages.length && batch.length < PUSH_BATCH_PAGES) this.take(pages[this.cursor++]!, batch);
       if (batch.length === 0) break;
       bytes += await this.send(batch, urgent);
       // Let PageRequests in between batches even when the socket takes everything at once.
