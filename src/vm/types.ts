@@ -5,7 +5,7 @@
 import type { VmState } from './lifecycle.js';
 import type { GuestMemory } from '../machine/memory/guest-memory.js';
 import type { MachineState } from '../machine/boot/machine.js';
-import type { FaultStats, PageSupplier } from './paging/page-server.js';
+import type { FaultStats, PageSupplier, StallPercentiles } from './paging/page-server.js';
 import type { VmMemoryStats } from './paging/vm-paging.js';
 
 /** What a VM is made of; persisted by the daemon under its state directory as JSON. */
@@ -151,6 +151,7 @@ export interface MigratableVm extends VmHandle {
   /** Destination of a post-copy: who supplies pages still at the source. */
   attachPeerPages(supplier: PageSupplier | undefined): void;
   faultStats(): FaultStats;
+  stallPercentiles(): StallPercentiles | null;
   /** Stops the VM for good and marks it failed (its memory was lost with a post-copy source). */
   abandon(reason: string): Promise<void>;
 }

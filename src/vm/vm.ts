@@ -14,7 +14,7 @@ import type { MachineState } from '../machine/boot/machine.js';
 import type { ActivationTimes, CarriedFrames, FrozenVm, MigratableVm, WwsTrace, SwapOut } from './types.js';
 import { VmPaging, type VmMemoryStats } from './paging/vm-paging.js';
 import type { AgileOptions } from './paging/agile.js';
-import type { PageSupplier, FaultStats } from './paging/page-server.js';
+import type { PageSupplier, FaultStats, StallPercentiles } from './paging/page-server.js';
 import { ABSENT_PEER, ABSENT_SWAP, countMarked } from './paging/marks.js';
 import { spawnVmWorker, type VmWorkerSource } from './worker-pool.js';
 
@@ -309,6 +309,10 @@ export class Vm implements VmHandle, MigratableVm {
   attachPeerPages(supplier: PageSupplier | undefined): void {
     if (!this.paging) throw new FerryError('VM_INVALID_STATE', `VM ${this.name} has no paging yet`);
     this.paging.server.attach(ABSENT_PEER, supplier);
+  }
+
+  stallPercentiles(): StallPercentiles | null {
+    return this.paging?.server.percentiles() ?? null;
   }
 
   faultStats(): FaultStats {

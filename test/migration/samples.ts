@@ -48,6 +48,7 @@ export function sampleMessages(): ProtocolMessage[] {
     { type: 'Frames', nic: 0, frames: [Buffer.alloc(14, 0x5a), Buffer.alloc(65_550, 0x17)] },
     { type: 'Frames', nic: 3, frames: [Buffer.from('ffffffffffff020000000064080600010800060400010200', 'hex')] },
     { type: 'SwitchEnd' },
+    { type: 'PostcopyStats', p50Us: 812, p99Us: 41_377, maxUs: 2 ** 40 },
     { type: 'SwitchTimes', events: [{ event: 'state-loaded', atMs: 1_780_000_000_123.25 }, { event: 'first-frame-out', atMs: 1_780_000_000_130.5 }], framesDelivered: 7, framesDropped: 0 },
     { type: 'SwitchTimes', events: [], framesDelivered: 0, framesDropped: 3 },
     { type: 'Cancel', reason: 'operator cancelled' },

@@ -352,6 +352,30 @@ test('page server: routes each absent page to the supplier of its mark and count
 
   server.resetStats();
   assert.deepEqual(server.stats, { faults: 0, stallUsTotal: 0, stallUsMax: 0 });
+  assert.equal(server.percentiles(), null, 'no fault, no distribution');
+});
+
+test('page server: the stalls\' p50 and p99 come from the faults, the longest is exact', async () => {
+  const m = fakeMemory(128);
+  const server = new PageServer(asGuest(m));
+  // 100 faults: 99 fast ones and one that waits 60 ms.
+  let slow = false;
+  server.attach(ABSENT_PEER, { fetch: async (pages) => {
+    if (slow) await new Promise((r) => setTimeout(r, 60));
+    for (const p of pages) installPage(m, p, pattern(p, 1));
+  } });
+  for (let p = 0; p < 100; p++) {
+    m.absent[p] = ABSENT_PEER;
+    slow = p === 50;
+    await server.resolve(p, 1);
+  }
+  const pct = server.percentiles();
+  assert.ok(pct);
+  assert.equal(server.stats.faults, 100);
+  assert.equal(pct.maxUs, server.stats.stallUsMax);
+  assert.ok(pct.maxUs >= 60_000, `the slow fault is the longest (${pct.maxUs} us)`);
+  assert.ok(pct.p50Us < pct.maxUs / 10, `the median is a fast fault (${pct.p50Us} us)`);
+  assert.ok(pct.p50Us <= pct.p99Us && pct.p99Us <= pct.maxUs);
 });
 
 test('page server: an absent page nobody holds fails with GUEST_MEMORY_LOST', async () => {

@@ -17,7 +17,7 @@ import {
   type AbsentMessage, type ConfigMessage, type DestinationSwitchEvent, type FramesMessage, type ProtocolMessage,
 } from '../protocol/messages.js';
 import { ABSENT_PEER, ABSENT_SWAP, type PagedMemory } from '../../vm/paging/marks.js';
-import type { FaultStats, PageSupplier } from '../../vm/paging/page-server.js';
+import type { FaultStats, PageSupplier, StallPercentiles } from '../../vm/paging/page-server.js';
 import { PeerPages } from '../postcopy/peer-pages.js';
 import { wallClockMs } from '../../machine/clock.js';
 import type { ActivationTimes } from '../../vm/types.js';
@@ -36,6 +36,8 @@ export interface MigrationTarget {
   /** Post-copy: where the VM's faults on pages still at the source go. */
   attachPeerPages(supplier: PageSupplier | undefined): void;
   faultStats(): FaultStats;
+  /** The fault stalls' p50/p99/longest (null without faults); absent: not measured. */
+  stallPercentiles?(): StallPercentiles | null;
 }
 
 /** What the receiver needs from its daemon. */
@@ -302,6 +304,8 @@ export class MigrationReceiver {
       const missing = peer.missing();
       if (missing > 0) throw new MigrationError('MIGRATION_PROTOCOL', `PostcopyEnd with ${missing} pages never sent`);
       const f = target.faultStats();
+      const pct = target.stallPercentiles?.();
+      if (pct && this.version >= SWITCH_VERSION) await ch.send({ type: 'PostcopyStats', p50Us: pct.p50Us, p99Us: pct.p99Us, maxUs: pct.maxUs });
       await ch.send({ type: 'PostcopyComplete', pagesReceived: peer.received, faults: f.faults, stallUsTotal: f.stallUsTotal, stallUsMax: f.stallUsMax, duplicates: peer.duplicates });
       return;
     }

@@ -91,6 +91,8 @@ export interface PostcopyReport {
   readonly stallUsMax: number;
   /** Pages that arrived twice: 0 by design. */
   readonly duplicates: number;
+  /** The stalls' distribution (µs; protocol v3), null without faults or from an older peer. */
+  readonly stallUs: { readonly p50: number; readonly p99: number; readonly max: number } | null;
 }
 
 export interface AgileReport {

@@ -14,7 +14,7 @@ import { MigrationChannel } from './channel.js';
 import { StageTracker, SENDER_TRANSITIONS, type SenderStage } from './stages.js';
 import { configMessage } from './wire-config.js';
 import { ZeroPages } from '../../machine/memory/zero-pages.js';
-import { reportEnd, type MigrationProgress, type MigrationReport } from './report.js';
+import { reportEnd, type MigrationProgress, type MigrationReport, type PostcopyReport } from './report.js';
 import { MigrationError, abortCodeFor, failureCode } from '../errors.js';
 import { PrecopyPlanner, type RoundPlan } from '../precopy/rounds.js';
 import { DEFAULT_DYNAMIC_RATE, Pacer, PACER_BURST_MS, type RateConfig } from '../precopy/rate.js';
@@ -137,7 +137,9 @@ export class PrecopySender {
   private version = 0;
   private pusher: PostcopyPusher | undefined;
   private push: PushReport | undefined;
-  private postcopyStats: { faults: number; stallUsTotal: number; stallUsMax: number; duplicates: number } | undefined;
+  private postcopyStats: { faults: number; stallUsTotal: number; stallUsMax: number; duplicates: number; stallUs: PostcopyReport['stallUs'] } | undefined;
+  /** The destination's PostcopyStats (v3), which comes just before PostcopyComplete. */
+  private stallPercentiles: Extract<ProtocolMessage, { type: 'PostcopyStats' }> | undefined;
   /** Pages that exist only here while post-copy runs (not on the destination or the swap device). */
   private pagesAtRisk = 0;
   private swapOut: SwapOut | undefined;
@@ -393,8 +395,12 @@ export class PrecopySender {
     }
     await tail;
     const complete = await this.awaitMessage(ch, 'PostcopyComplete', this.timeouts.stallMs, 'the end of post-copy');
+    const pct = this.stallPercentiles;
     await this.awaitSwitchTimes();
-    this.postcopyStats = { faults: complete.faults, stallUsTotal: complete.stallUsTotal, stallUsMax: complete.stallUsMax, duplicates: complete.duplicates };
+    this.postcopyStats = {
+      faults: complete.faults, stallUsTotal: complete.stallUsTotal, stallUsMax: complete.stallUsMax, duplicates: complete.duplicates,
+      stallUs: pct ? { p50: pct.p50Us, p99: pct.p99Us, max: pct.maxUs } : null,
+    };
   }
 
   /**
@@ -634,9 +640,10 @@ export class PrecopySender {
   private async awaitMessage<K extends 'Committed' | 'Done' | 'PostcopyComplete'>(ch: MigrationChannel, type: K, timeoutMs: number, what: string): Promise<Extract<ProtocolMessage, { type: K }>> {
     for (;;) {
       // PostcopyAcks of the last pushed frames arrive after the push ends: nothing to do.
-      const m: ProtocolMessage = await ch.expect([type, 'RoundAck', 'PageRequest', 'PostcopyAck', 'SwitchTimes'], timeoutMs, what);
+      const m: ProtocolMessage = await ch.expect([type, 'RoundAck', 'PageRequest', 'PostcopyAck', 'SwitchTimes', 'PostcopyStats'], timeoutMs, what);
       if (m.type === 'PageRequest') this.earlyRequests.push([...m.pages]);
       else if (m.type === 'SwitchTimes') this.onSwitchTimes(m);
+      else if (m.type === 'PostcopyStats') this.stallPercentiles = m;
       else if (m.type === type) return m as Extract<ProtocolMessage, { type: K }>;
     }
   }
@@ -718,6 +725,7 @@ export class PrecopySender {
           stallUsTotal: this.postcopyStats?.stallUsTotal ?? 0,
           stallUsMax: this.postcopyStats?.stallUsMax ?? 0,
           duplicates: this.postcopyStats?.duplicates ?? 0,
+          stallUs: this.postcopyStats?.stallUs ?? null,
         },
       } : {}),
       ...(this.swapOut || this.swappedAtSwitch > 0 ? {

@@ -86,6 +86,7 @@ const FIXED_SIZE: Partial<Record<MessageTypeName, number>> = {
   PostcopyEnd: 4,
   PostcopyComplete: 28,
   PostcopyAck: 4,
+  PostcopyStats: 24,
   CommitRequest: 4,
   Committed: 0,
   Activate: 0,
@@ -386,6 +387,11 @@ export class FrameEncoder {
         break;
       case 'Frames':
         encodeFrames(w, m);
+        break;
+      case 'PostcopyStats':
+        w.u64(u53(m.p50Us, 'p50 µs'));
+        w.u64(u53(m.p99Us, 'p99 µs'));
+        w.u64(u53(m.maxUs, 'longest µs'));
         break;
       case 'SwitchTimes': {
         const body = { events: m.events, framesDelivered: m.framesDelivered, framesDropped: m.framesDropped };
@@ -792,6 +798,12 @@ export class FrameDecoder {
       case 'SwitchTimes':
         m = { type, ...switchTimes(r.json(r.remaining, 'switch times'), 'SwitchTimes') };
         break;
+      case 'PostcopyStats': {
+        const p50Us = r.u64();
+        const p99Us = r.u64();
+        m = { type, p50Us, p99Us, maxUs: r.u64() };
+        break;
+      }
       case 'Cancel':
         m = { type, reason: r.str16(MAX_TEXT_STRING, 'reason') };
         break;

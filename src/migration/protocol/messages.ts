@@ -60,6 +60,7 @@ export const MessageType = {
   Frames: 0x35,
   SwitchEnd: 0x36,
   SwitchTimes: 0x37,
+  PostcopyStats: 0x38,
   Cancel: 0x7e,
   Abort: 0x7f,
 } as const;
@@ -243,6 +244,14 @@ export interface SwitchTimesMessage {
   readonly framesDelivered: number;
   readonly framesDropped: number;
 }
+/** destination → source (v3), just before PostcopyComplete: the distribution of the stalls
+ * post-copy faults caused (microseconds; from a uniform sample of them). */
+export interface PostcopyStatsMessage {
+  readonly type: 'PostcopyStats';
+  readonly p50Us: number;
+  readonly p99Us: number;
+  readonly maxUs: number;
+}
 export interface CancelMessage {
   readonly type: 'Cancel';
   readonly reason: string;
@@ -277,6 +286,7 @@ export type ProtocolMessage =
   | FramesMessage
   | SwitchEndMessage
   | SwitchTimesMessage
+  | PostcopyStatsMessage
   | CancelMessage
   | AbortMessage;
 

@@ -21,11 +21,30 @@ export interface FaultStats {
   stallUsMax: number;
 }
 
+/** Stall times kept for percentiles: a uniform sample of every fault (reservoir), bounded. */
+const STALL_SAMPLES = 4096;
+
+/** The fault stalls' distribution, in microseconds; null without a fault. */
+export interface StallPercentiles {
+  readonly p50Us: number;
+  readonly p99Us: number;
+  readonly maxUs: number;
+}
+
 export class PageServer {
   private readonly suppliers = new Map<number, PageSupplier>();
   readonly stats: FaultStats = { faults: 0, stallUsTotal: 0, stallUsMax: 0 };
+  private samples: number[] = [];
 
   constructor(private readonly mem: GuestMemory) {}
+
+  /** p50, p99 and the longest of the stalls since the last reset (p50/p99 from a sample). */
+  percentiles(): StallPercentiles | null {
+    if (this.stats.faults === 0) return null;
+    const sorted = [...this.samples].sort((a, b) => a - b);
+    const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+    return { p50Us: at(0.5), p99Us: at(0.99), maxUs: this.stats.stallUsMax };
+  }
 
   attach(mark: number, supplier: PageSupplier | undefined): void {
     if (supplier) this.suppliers.set(mark, supplier);
@@ -34,6 +53,7 @@ export class PageServer {
 
   resetStats(): void {
     Object.assign(this.stats, { faults: 0, stallUsTotal: 0, stallUsMax: 0 });
+    this.samples = [];
   }
 
   /** Resolves once pages first..first+count-1 are all in RAM. */
@@ -58,5 +78,10 @@ export class PageServer {
     this.stats.faults++;
     this.stats.stallUsTotal += us;
     this.stats.stallUsMax = Math.max(this.stats.stallUsMax, us);
+    if (this.samples.length < STALL_SAMPLES) this.samples.push(us);
+    else {
+      const i = Math.floor(Math.random() * this.stats.faults);
+      if (i < STALL_SAMPLES) this.samples[i] = us;
+    }
   }
 }
