@@ -9,9 +9,8 @@
 // which retires every block read from it.
 
 import * as S from './state';
-import { TLB_EXEC } from './state';
-import { JIT_CACHE, JIT_COUNTS, JIT_LENS, JIT_ENTRIES, JIT_CELLS, CODE_MAP, RAM_HOST, TLB_MASK } from './layout';
-import { loadSlow, storeSlow, flushTlbWrites } from './mmu';
+import { JIT_CACHE, JIT_COUNTS, JIT_LENS, JIT_ENTRIES, JIT_CELLS, CODE_MAP, RAM_HOST } from './layout';
+import { loadSlow, storeSlow, flushTlbWrites, refillFetch } from './mmu';
 
 /** Translates the block at pc (host address `host`) for table slot `slot`. Returns its most
  * instructions | its length in bytes << 8, | PENDING when the host installs it later (it
@@ -51,12 +50,12 @@ export function jitFlush(): void {
 export function jitTry(allow: i32): i32 {
   const pc = S.pc;
   const vpn = pc >> 12;
-  if (vpn != S.fetchVpn) {
-    // Only a fetch TLB hit is taken here; a miss (and any fault) is the interpreter's.
-    const e = S.fetchTlb + TLB_EXEC + ((<usize>vpn & TLB_MASK) << 4);
-    if (load<u64>(e) != vpn) return -1;
-    S.fetchVpn = vpn;
-    S.fetchAddend = load<u64>(e, 8);
+  if (vpn != S.fetchVpn && !refillFetch(pc)) {
+    // The fetch faulted (pc is at the handler) or found its page missing: counted as the
+    // interpreter's step counts it.
+    S.trapped = false;
+    S.blockStart = true;
+    return 1;
   }
   const host = <u32>(pc + S.fetchAddend);
   const page = <usize>((host - <u32>RAM_HOST) >> 12);
