@@ -78,6 +78,13 @@ function writeProgram(mems: GuestMemory[], r: Prng): void {
     const end = at + SLOT / 2;
     const n = 1 + r.below(24);
     for (let i = 0; i < n; i++) for (const p of randomInsn(r)) parcels[at++] = p;
+    if (r.below(3) === 0) {
+      // A loop: branch back to the slot's start (on random registers, so it may run until
+      // the budget ends the slice, which the count must agree on too).
+      const back = bType([0, 1, 4, 5, 6, 7][r.below(6)]!, reg(r), reg(r), -(at - s * SLOT / 2) * 2);
+      parcels[at++] = back & 0xffff;
+      parcels[at++] = back >>> 16;
+    }
     while (at + 1 < end) { parcels[at++] = WFI & 0xffff; parcels[at++] = WFI >>> 16; }
   }
   const handler = new Uint8Array(new Uint32Array([WFI, WFI]).buffer);
@@ -121,7 +128,7 @@ function runBlock(h: { v: Vcpu; mem: GuestMemory }, pc: number, x: bigint[]) {
 for (const seed of [1, 2, 3, 4]) {
   test(`fuzz: random blocks agree between interpreter and JIT (seed ${seed})`, () => {
     const r = new Prng(seed);
-    const interp = hart(false), jit = hart({ threshold: 1 });
+    const interp = hart(false), jit = hart({ threshold: 1, batchWaitMs: 0 });
     writeProgram([interp.mem, jit.mem], r);
     for (let s = 0; s < SLOTS; s++) {
       for (let k = 0; k < RUNS_PER_BLOCK; k++) {

@@ -15,7 +15,7 @@ const PATCH = BASE + 0x2000;
 const RA = 1, T0 = 5, T1 = 6, T2 = 7, A0 = 10;
 
 function hart(): { v: Vcpu; mem: GuestMemory } {
-  const v = new Vcpu({ ramBytes: 16 << 20, sbiInMachine: false, jit: { threshold: 1 }, host: { hostTime: () => 0, mmioRead: () => -1, mmioWrite: () => 1 } });
+  const v = new Vcpu({ ramBytes: 16 << 20, sbiInMachine: false, jit: { threshold: 1, batchWaitMs: 0 }, host: { hostTime: () => 0, mmioRead: () => -1, mmioWrite: () => 1 } });
   const mem = new GuestMemory(v.memory.buffer, v.layout);
   const put = (at: number, words: number[]): void => mem.write(BigInt(at), new Uint8Array(new Uint32Array(words).buffer));
   // main: call FUNC 100 times, then WFI.

@@ -13,7 +13,7 @@ import { DEFAULT_JIT_THRESHOLD, type JitOptions } from '../../src/machine/cpu/ji
 export const CPU_MODES: ReadonlyArray<{ readonly name: string; readonly jit: JitOptions | false }> = [
   { name: 'interpreter', jit: false },
   { name: 'jit', jit: { threshold: DEFAULT_JIT_THRESHOLD } },
-  { name: 'jit threshold 1', jit: { threshold: 1 } },
+  { name: 'jit threshold 1', jit: { threshold: 1, batchWaitMs: 0 } },
 ];
 
 /** <repo>: this file is compiled to <repo>/dist/test/support/bare.js. */

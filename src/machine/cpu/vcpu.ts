@@ -96,7 +96,10 @@ export class Vcpu {
     });
     jit.bind(e);
     this.jit = jit;
-    if (jitOpts) e.jitSetThreshold(jitOpts.threshold);
+    if (jitOpts) {
+      jit.configure(jitOpts);
+      e.jitSetThreshold(jitOpts.threshold);
+    }
   }
 
   /** Whether guest code is translated, and how much has been. */
@@ -107,8 +110,8 @@ export class Vcpu {
 
   run(budget: number): ExitReason {
     const r = this.exports.run(budget) as ExitReason;
-    // Blocks that turned hot in this slice are compiled together, off the interpreter's path.
-    this.jit.flush();
+    // Blocks that turned hot are compiled together, between slices.
+    this.jit.idle();
     return r;
   }
 

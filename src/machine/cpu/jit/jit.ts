@@ -10,6 +10,9 @@ import { batchModule, translateBlock, TranslatorLayout } from './translate.js';
 export interface JitOptions {
   /** Executions of a block start before it is translated (1 = at once). */
   readonly threshold: number;
+  /** How long a hot block may wait to be compiled with others, in milliseconds (default 4;
+   * 0 compiles each block as it turns hot). */
+  readonly batchWaitMs?: number;
 }
 
 export const DEFAULT_JIT_THRESHOLD = 16;
@@ -58,9 +61,9 @@ export interface JitLayout extends TranslatorLayout {
 const PENDING = 1 << 30;
 /** Blocks per module: the per-module cost of V8 (hundreds of microseconds) dwarfs a block's. */
 const BATCH = 64;
-/** The longest a hot block waits for its batch, in milliseconds (the run loop's slices end
- * sooner when the guest is busy, and flush what is pending). */
-const MAX_WAIT_MS = 2;
+/** How long a hot block waits for its batch, in milliseconds (checked when another block
+ * turns hot, and between slices). */
+const BATCH_WAIT_MS = 4;
 /** Compiled blocks kept for reinstalling; past this the host cache starts over. */
 const KEEP = 1 << 18;
 
@@ -94,6 +97,7 @@ export class Jit {
   private reused = 0;
   private modules = 0;
   private compileMs = 0;
+  private batchWaitMs = BATCH_WAIT_MS;
 
   constructor(memory: WebAssembly.Memory, readonly table: WebAssembly.Table, private readonly layout: JitLayout) {
     const buf = memory.buffer;
@@ -105,6 +109,8 @@ export class Jit {
     this.codeMap = new Uint32Array(buf, 0, buf.byteLength >>> 2);
     this.imports = { env: { memory } };
   }
+
+  configure(opts: JitOptions): void { this.batchWaitMs = opts.batchWaitMs ?? BATCH_WAIT_MS; }
 
   /** The interpreter's helpers, once its instance exists (it imports compile() itself). */
   bind(h: JitHelpers): void {
@@ -143,15 +149,20 @@ export class Jit {
     this.pending.push({ slot, pc: at, host, gen, r, body: translateBlock(block, this.layout) });
     this.blocks++;
     this.compileMs += performance.now() - t0;
-    if (this.pending.length < BATCH && t0 - this.oldest < MAX_WAIT_MS) return r | PENDING;
+    if (this.pending.length < BATCH && t0 - this.oldest < this.batchWaitMs) return r | PENDING;
     // A full batch, or one that waited long enough: compile it now, this block included, whose
     // cache entry the interpreter fills in on return.
     this.flush(slot);
     return r;
   }
 
+  /** Between slices: compiles what is pending once it has waited long enough to batch. */
+  idle(): void {
+    if (this.pending.length > 0 && performance.now() - this.oldest >= this.batchWaitMs) this.flush();
+  }
+
   /** Compiles the pending blocks as one module and installs each whose cache entry still
-   * waits for it, from code of the same generation. Called between slices. */
+   * waits for it, from code of the same generation. */
   flush(current = -1): void {
     if (this.pending.length === 0) return;
     const t0 = performance.now();

@@ -31,16 +31,21 @@ const IMPORTS = IMPORT_NAMES.map((name, i) => ({ module: 'j', name, type: i < 2 
 // Locals: 0 dataTlb, 1 allow (params); 2 + r = x[r]; then scratch.
 const L_TLB = 0;
 const reg = (r: number): number => 2 + r;
-const L_VA = 34, L_V = 35, L_T = 36, L_T2 = 37, L_E = 38, L_S = 39;
-const LOCALS: Array<[number, number]> = [[36, I64], [2, I32]];
+const L_ALLOW = 1;
+const L_VA = 34, L_V = 35, L_T = 36, L_T2 = 37, L_E = 38, L_S = 39, L_N = 40;
+const LOCALS: Array<[number, number]> = [[36, I64], [3, I32]];
 
 const sext32 = (v: number): bigint => BigInt(v | 0);
 
 class Emitter {
   /** Registers written so far: what an exit must store. */
   private dirty = 0;
+  /** For a block that loops back to its start: its length, and every register it writes
+   * (an exit in a later iteration must store what earlier ones wrote). */
+  private loopLen = 0;
+  private loopDirty = 0;
 
-  constructor(private readonly lay: TranslatorLayout, readonly b: Bytes) {}
+  constructor(private readonly lay: TranslatorLayout, readonly b: Bytes, private readonly start: bigint) {}
 
   op(...codes: number[]): this { this.b.bytes(codes); return this; }
   i32(v: number): this { this.b.byte(Op.i32_const).s32(v); return this; }
@@ -65,8 +70,21 @@ class Emitter {
     }
   }
 
+  /** The body becomes a loop back to its start, taken while another round fits in `allow`. */
+  loop(len: number, writes: number): void {
+    this.loopLen = len;
+    this.loopDirty = writes;
+    this.i32(0).set(L_N);
+    this.op(0x03, VOID);
+  }
+  endLoop(): void { if (this.loopLen > 0) this.op(Op.end); }
+  private counted(k: number): void {
+    this.i32(k + 1);
+    if (this.loopLen > 0) this.get(L_N).op(Op.i32_add);
+  }
+
   private writeBack(extra = 0): void {
-    const d = this.dirty | extra;
+    const d = this.dirty | extra | this.loopDirty;
     for (let r = 1; r < 32; r++) {
       if ((d & (1 << r)) !== 0) this.i32(0).get(reg(r)).mem(Op.i64_store, 3, this.lay.xregs + r * 8);
     }
@@ -77,12 +95,14 @@ class Emitter {
     this.i32(this.lay.cellPc);
     if (pc === 'va') this.get(L_VA); else this.i64(pc);
     this.mem(Op.i64_store, 3, 0);
-    this.i32(k + 1).op(Op.return);
+    this.counted(k);
+    this.op(Op.return);
   }
   /** Leaves after a trap in instruction `k`: the interpreter's slow path set pc already. */
   private exitTrapped(k: number): void {
     this.writeBack();
-    this.i32(k + 1).op(Op.return);
+    this.counted(k);
+    this.op(Op.return);
   }
 
   /** After a slow-path call: status 1 leaves as trapped, 2 runs `finish` and leaves after it. */
@@ -265,11 +285,19 @@ class Emitter {
 
   branch(k: number, ins: Insn, npc: bigint): void {
     const i = ins.insn;
-    const imm = ((i & 0x8000_0000) >> 19) | ((i << 4) & 0x800) | ((i >>> 20) & 0x7e0) | ((i >>> 7) & 0x1e);
+    const imm = branchOffset(i);
     this.x(rs1(i)).x(rs2(i));
     const cmp = [Op.i64_eq, Op.i64_ne, -1, -1, Op.i64_lt_s, Op.i64_ge_s, Op.i64_lt_u, Op.i64_ge_u][f3(i)]!;
+    const target = BigInt.asUintN(64, ins.pc + BigInt(imm));
     this.op(cmp, Op.if, VOID);
-    this.exit(k, BigInt.asUintN(64, ins.pc + BigInt(imm)));
+    // Round again if a whole round still fits in `allow` (br_if depth 1 is the loop).
+    if (this.loopLen > 0 && target === this.start) {
+      this.get(L_N).i32(this.loopLen).op(Op.i32_add).tee(L_N);
+      this.i32(this.loopLen).op(Op.i32_add).get(L_ALLOW).op(0x4c /* i32.le_s */, Op.br_if, 1);
+      // No room for another round: leave, counting the rounds done before this one.
+      this.get(L_N).i32(this.loopLen).op(Op.i32_sub).set(L_N);
+    }
+    this.exit(k, target);
     this.op(Op.end);
     this.exit(k, npc);
   }
@@ -290,6 +318,12 @@ class Emitter {
   }
 }
 
+const branchOffset = (i: number): number =>
+  ((i & 0x8000_0000) >> 19) | ((i << 4) & 0x800) | ((i >>> 20) & 0x7e0) | ((i >>> 7) & 0x1e);
+const branchTarget = (ins: Insn): bigint => BigInt.asUintN(64, ins.pc + BigInt(branchOffset(ins.insn)));
+/** Whether the instruction writes x[rd] (branches, stores and FENCE do not). */
+const writesRd = (i: number): boolean => opcode(i) !== 0x63 && opcode(i) !== 0x23 && opcode(i) !== 0x0f;
+
 /** Registers a block reads or writes (bit r), for the prologue's loads. */
 function usedRegisters(block: Insn[]): number {
   let m = 0;
@@ -302,8 +336,14 @@ const scratch = new Bytes(4096);
 
 /** The body of one block's function (a non-empty block). */
 export function translateBlock(block: Insn[], lay: TranslatorLayout): Uint8Array {
-  const e = new Emitter(lay, scratch.reset());
+  const e = new Emitter(lay, scratch.reset(), block[0]!.pc);
   e.prologue(usedRegisters(block));
+  const end = block[block.length - 1]!;
+  if (opcode(end.insn) === 0x63 && branchTarget(end) === block[0]!.pc) {
+    let writes = 0;
+    for (const { insn } of block) if (writesRd(insn)) writes |= 1 << rd(insn);
+    e.loop(block.length, writes & ~1);
+  }
   let ended = false;
   for (let k = 0; k < block.length; k++) {
     const ins = block[k]!;
@@ -328,6 +368,7 @@ export function translateBlock(block: Insn[], lay: TranslatorLayout): Uint8Array
     const last = block[block.length - 1]!;
     e.exit(block.length - 1, BigInt.asUintN(64, last.pc + BigInt(last.len)));
   }
+  e.endLoop();
   // Every path returned; wasm still wants the body's type on the stack at its end.
   e.op(0x00); // unreachable
   return scratch.view().slice();
