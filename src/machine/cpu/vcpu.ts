@@ -102,6 +102,9 @@ export class Vcpu {
     }
   }
 
+  /** Compiles the blocks waiting for their batch now (a host that wants them warm, tests). */
+  jitCompilePending(): void { this.jit.flush(); }
+
   /** Whether guest code is translated, and how much has been. */
   get jitEnabled(): boolean { return this.exports.jitThreshold() !== 0; }
   jitStats(): JitStats & { instructions: bigint } {

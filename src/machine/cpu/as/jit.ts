@@ -76,7 +76,7 @@ export function jitTry(allow: i32): i32 {
     len = compile(ent, idx, pc, host, page, gen);
   }
   if (len <= 0 || len > allow) return -1;
-  const n = call_indirect<i32>(JIT_SLOT_BASE + <u32>idx, <u32>S.dataTlb, allow);
+  const n = call_indirect<i32>(JIT_SLOT_BASE + <u32>idx, <u32>S.dataTlb, allow, 0);
   if (S.trapped) S.trapped = false;
   else S.pc = load<u64>(CELL_PC);
   S.blockStart = true;

@@ -3,8 +3,8 @@
 // memory and puts its function into the function table at the block cache entry's slot.
 // Nothing here is machine state: a restored or migrated machine starts with an empty cache.
 
-import { decodeBlock } from './decode.js';
-import { batchModule, translateBlock, TranslatorLayout } from './translate.js';
+import { decodeBlock, Insn } from './decode.js';
+import { batchModule, ChainTarget, translateBlock, TranslatorLayout } from './translate.js';
 
 /** How the JIT runs, per machine. */
 export interface JitOptions {
@@ -60,10 +60,10 @@ export interface JitLayout extends TranslatorLayout {
 /** compile()'s answer for a block left pending until the batch is compiled. */
 const PENDING = 1 << 30;
 /** Blocks per module: the per-module cost of V8 (hundreds of microseconds) dwarfs a block's. */
-const BATCH = 64;
+const BATCH = 128;
 /** How long a hot block waits for its batch, in milliseconds (checked when another block
  * turns hot, and between slices). */
-const BATCH_WAIT_MS = 4;
+const BATCH_WAIT_MS = 20;
 /** Compiled blocks kept for reinstalling; past this the host cache starts over. */
 const KEEP = 1 << 18;
 
@@ -73,7 +73,7 @@ interface Pending {
   readonly host: number;
   readonly gen: number;
   readonly r: number;
-  readonly body: Uint8Array;
+  readonly block: Insn[];
 }
 interface Compiled {
   readonly pc: bigint;
@@ -146,7 +146,7 @@ export class Jit {
     const last = block[block.length - 1]!;
     const r = block.length | (Number(last.pc - at + BigInt(last.len)) << 8);
     if (this.pending.length === 0) this.oldest = t0;
-    this.pending.push({ slot, pc: at, host, gen, r, body: translateBlock(block, this.layout) });
+    this.pending.push({ slot, pc: at, host, gen, r, block });
     this.blocks++;
     this.compileMs += performance.now() - t0;
     if (this.pending.length < BATCH && t0 - this.oldest < this.batchWaitMs) return r | PENDING;
@@ -173,7 +173,15 @@ export class Jit {
   }
 
   private instantiate(batch: Pending[], current: number): void {
-    const bytes = batchModule(batch.map((p) => p.body), this.layout);
+    // Blocks of one page and one code generation continue into each other directly.
+    const byPc = new Map<bigint, ChainTarget & { host: number; gen: number }>();
+    batch.forEach((p, index) => byPc.set(p.pc, { index, len: p.r & 0xff, host: p.host, gen: p.gen }));
+    const bodies = batch.map((p) => translateBlock(p.block, this.layout, (target) => {
+      const t = byPc.get(target);
+      const samePage = (target >> 12n) === (p.pc >> 12n) && t !== undefined && t.host === p.host + Number(target - p.pc);
+      return samePage && t.gen === p.gen ? t : undefined;
+    }));
+    const bytes = batchModule(bodies, this.layout);
     const exports = new WebAssembly.Instance(new WebAssembly.Module(bytes), this.imports!).exports;
     this.modules++;
     if (this.kept.size + batch.length > KEEP) this.kept.clear();

@@ -23,17 +23,23 @@ const TYPES: FuncType[] = [
   { params: [I64, I64, I32], results: [I64] },      // jitLoad(va, pc, size)
   { params: [I64, I64, I64, I32], results: [] },    // jitStore(va, value, pc, size)
   { params: [I64, I64], results: [I64] },           // mulh*
-  { params: [I32, I32], results: [I32] },           // block(dataTlb, allow) -> counted
+  { params: [I32, I32, I32], results: [I32] },      // block(dataTlb, allow, counted) -> counted
 ];
 const IMPORT_NAMES = ['load', 'store', 'mulh', 'mulhsu', 'mulhu'] as const;
 const IMPORTS = IMPORT_NAMES.map((name, i) => ({ module: 'j', name, type: i < 2 ? i : 2 }));
 
-// Locals: 0 dataTlb, 1 allow (params); 2 + r = x[r]; then scratch.
+// Locals: 0 dataTlb, 1 allow, 2 counted before this block (params); 3 + r = x[r]; scratch.
 const L_TLB = 0;
-const reg = (r: number): number => 2 + r;
 const L_ALLOW = 1;
-const L_VA = 34, L_V = 35, L_T = 36, L_T2 = 37, L_E = 38, L_S = 39, L_N = 40;
-const LOCALS: Array<[number, number]> = [[36, I64], [3, I32]];
+const L_BEFORE = 2;
+const reg = (r: number): number => 3 + r;
+const L_VA = 35, L_V = 36, L_T = 37, L_T2 = 38, L_E = 39, L_S = 40, L_N = 41, L_C = 42;
+const LOCALS: Array<[number, number]> = [[36, I64], [4, I32]];
+
+/** Another block of the same module this one may continue into: its function index among
+ * the module's blocks and its length. */
+export interface ChainTarget { readonly index: number; readonly len: number }
+export type Chain = (pc: bigint) => ChainTarget | undefined;
 
 const sext32 = (v: number): bigint => BigInt(v | 0);
 
@@ -45,7 +51,8 @@ class Emitter {
   private loopLen = 0;
   private loopDirty = 0;
 
-  constructor(private readonly lay: TranslatorLayout, readonly b: Bytes, private readonly start: bigint) {}
+  constructor(private readonly lay: TranslatorLayout, readonly b: Bytes, private readonly start: bigint,
+    private readonly chain: Chain) {}
 
   op(...codes: number[]): this { this.b.bytes(codes); return this; }
   i32(v: number): this { this.b.byte(Op.i32_const).s32(v); return this; }
@@ -78,8 +85,9 @@ class Emitter {
     this.op(0x03, VOID);
   }
   endLoop(): void { if (this.loopLen > 0) this.op(Op.end); }
+  /** What the block counted up to instruction k: blocks before it, rounds before, k + 1. */
   private counted(k: number): void {
-    this.i32(k + 1);
+    this.get(L_BEFORE).i32(k + 1).op(Op.i32_add);
     if (this.loopLen > 0) this.get(L_N).op(Op.i32_add);
   }
 
@@ -92,6 +100,18 @@ class Emitter {
   /** Leaves the block after instruction `k` with next pc `pc` (a constant, or local L_VA). */
   exit(k: number, pc: bigint | 'va', extra = 0): void {
     this.writeBack(extra);
+    const next = pc === 'va' ? undefined : this.chain(pc);
+    if (next) {
+      // Straight into the next block (same page, same code generation, so valid when this
+      // one is) if it fits in what the chunk allows; it finds the registers in memory.
+      this.counted(k);
+      this.tee(L_C).i32(next.len).op(Op.i32_add).get(L_ALLOW).op(0x4c /* i32.le_s */, Op.if, VOID);
+      this.get(L_TLB).get(L_ALLOW).get(L_C).op(0x12 /* return_call */).b.u32(IMPORTS.length + next.index);
+      this.op(Op.end);
+      this.i32(this.lay.cellPc).i64(pc as bigint).mem(Op.i64_store, 3, 0);
+      this.get(L_C).op(Op.return);
+      return;
+    }
     this.i32(this.lay.cellPc);
     if (pc === 'va') this.get(L_VA); else this.i64(pc);
     this.mem(Op.i64_store, 3, 0);
@@ -293,7 +313,7 @@ class Emitter {
     // Round again if a whole round still fits in `allow` (br_if depth 1 is the loop).
     if (this.loopLen > 0 && target === this.start) {
       this.get(L_N).i32(this.loopLen).op(Op.i32_add).tee(L_N);
-      this.i32(this.loopLen).op(Op.i32_add).get(L_ALLOW).op(0x4c /* i32.le_s */, Op.br_if, 1);
+      this.i32(this.loopLen).op(Op.i32_add).get(L_BEFORE).op(Op.i32_add).get(L_ALLOW).op(0x4c /* i32.le_s */, Op.br_if, 1);
       // No room for another round: leave, counting the rounds done before this one.
       this.get(L_N).i32(this.loopLen).op(Op.i32_sub).set(L_N);
     }
@@ -335,8 +355,8 @@ function usedRegisters(block: Insn[]): number {
 const scratch = new Bytes(4096);
 
 /** The body of one block's function (a non-empty block). */
-export function translateBlock(block: Insn[], lay: TranslatorLayout): Uint8Array {
-  const e = new Emitter(lay, scratch.reset(), block[0]!.pc);
+export function translateBlock(block: Insn[], lay: TranslatorLayout, chain: Chain = () => undefined): Uint8Array {
+  const e = new Emitter(lay, scratch.reset(), block[0]!.pc, chain);
   e.prologue(usedRegisters(block));
   const end = block[block.length - 1]!;
   if (opcode(end.insn) === 0x63 && branchTarget(end) === block[0]!.pc) {
