@@ -15,7 +15,7 @@ export interface JitOptions {
   readonly batchWaitMs?: number;
 }
 
-export const DEFAULT_JIT_THRESHOLD = 16;
+export const DEFAULT_JIT_THRESHOLD = 1024;
 
 /** The FERRY_JIT environment variable: unset or "0" = off, "on" = on at the default
  * threshold, a positive integer = on at that threshold. */
