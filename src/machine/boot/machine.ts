@@ -343,6 +343,7 @@ export class Machine {
     for (const p of [...taken, ...unchanged]) {
       mem.absent[p] = mark;
       mem.bytes.fill(0, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+      mem.retireCode(p);
     }
     this.vcpu.exports.tlbFlush();
     return { pages: taken, data, unchanged };

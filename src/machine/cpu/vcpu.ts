@@ -175,5 +175,6 @@ export class Vcpu {
     e.tlbFlush();
     // Translations are never state: whatever ran before this restore is forgotten.
     e.jitDropCache();
+    this.jit.reset();
   }
 }

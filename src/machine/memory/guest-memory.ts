@@ -150,6 +150,14 @@ export class GuestMemory {
   writeU32(gpa: bigint | number, v: number): void { const o = this.offsetOf(gpa, 4); this.view.setUint32(o, v, true); this.markRange(o, 4); }
   writeU64(gpa: bigint | number, v: bigint): void { const o = this.offsetOf(gpa, 8); this.view.setBigUint64(o, v, true); this.markRange(o, 8); }
 
+  /** Retires any translated code read from `page` (its contents are about to be replaced
+   * without a write through this class, as when it leaves RAM). */
+  retireCode(page: number): void {
+    if (this.codeMap[2 * page + 1] === 0) return;
+    this.codeMap[2 * page + 1] = 0;
+    Atomics.add(this.codeMap, 2 * page, 1);
+  }
+
   private markRange(off: number, length: number): void {
     if (length === 0) return;
     const first = off >>> PAGE_SHIFT;

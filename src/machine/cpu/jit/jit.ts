@@ -188,7 +188,9 @@ export class Jit {
     batch.forEach((p, i) => {
       const fn = exports[String(i)] as () => number;
       this.kept.set(p.host, { pc: p.pc, gen: p.gen, r: p.r, fn });
-      if (p.slot === current) { this.table.set(p.slot, fn); return; }
+      // The block being asked for (pushed last) has no cache entry yet: the interpreter writes
+      // it on return.
+      if (p.slot === current && i === batch.length - 1) { this.table.set(p.slot, fn); return; }
       const e = p.slot - this.layout.slotBase;
       const waiting = this.entryPc[2 * e] === p.pc && this.entryWords[4 * e + 2] === p.host
         && this.entryWords[4 * e + 3] === p.gen && this.lens[e] === 0 && this.generation(p.host) === p.gen;
@@ -196,6 +198,12 @@ export class Jit {
       this.table.set(p.slot, fn);
       this.lens[e] = p.r & 0xff;
     });
+  }
+
+  /** Forgets every compiled block (a restored hart's memory is another machine's). */
+  reset(): void {
+    this.pending = [];
+    this.kept.clear();
   }
 
   stats(): JitStats { return { blocks: this.blocks, reused: this.reused, modules: this.modules, compileMs: this.compileMs }; }
