@@ -17,11 +17,11 @@ export interface JitOptions {
 
 export const DEFAULT_JIT_THRESHOLD = 1024;
 
-/** The FERRY_JIT environment variable: unset or "on" = on at the default threshold, "0" or
- * "off" = interpret only, a positive integer = on at that threshold. */
+/** The FERRY_JIT environment variable: unset or "0" = off, "on" = on at the default
+ * threshold, a positive integer = on at that threshold. */
 export function jitFromEnv(env: NodeJS.ProcessEnv = process.env): JitOptions | undefined {
   const v = env.FERRY_JIT;
-  if (v === undefined || v === '' || v === 'on') return { threshold: DEFAULT_JIT_THRESHOLD };
+  if (v === 'on') return { threshold: DEFAULT_JIT_THRESHOLD };
   const n = Number(v);
   return Number.isInteger(n) && n >= 1 ? { threshold: n } : undefined;
 }
