@@ -3,6 +3,7 @@
 // memory and puts its function into the function table at the block cache entry's slot.
 // Nothing here is machine state: a restored or migrated machine starts with an empty cache.
 
+import { FerryError } from '../../../errors.js';
 import { decodeBlock, Insn } from './decode.js';
 import { batchModule, ChainTarget, translateBlock, TranslatorLayout } from './translate.js';
 
@@ -182,7 +183,12 @@ export class Jit {
       return samePage && t.gen === p.gen ? t : undefined;
     }));
     const bytes = batchModule(bodies, this.layout);
-    const exports = new WebAssembly.Instance(new WebAssembly.Module(bytes), this.imports!).exports;
+    let exports: WebAssembly.Exports;
+    try {
+      exports = new WebAssembly.Instance(new WebAssembly.Module(bytes), this.imports!).exports;
+    } catch (e) {
+      throw new FerryError('JIT_COMPILE', `a batch of ${batch.length} translated blocks did not compile (from pc 0x${batch[0]!.pc.toString(16)})`, { cause: e });
+    }
     this.modules++;
     if (this.kept.size + batch.length > KEEP) this.kept.clear();
     batch.forEach((p, i) => {
