@@ -21,5 +21,7 @@ execFileSync(asc, [
   '--importMemory', '--sharedMemory', '--initialMemory', '512', '--maximumMemory', '65536',
   '--enable', 'threads',
   '--memoryBase', '65536',
+  // Translated blocks live in the function table, which the host creates and fills.
+  '--importTable',
   '--use', 'abort=src/machine/cpu/as/index/abortHandler',
 ], { stdio: 'inherit', cwd: root });

@@ -1,7 +1,8 @@
 // npm run bench:boot -- [--json] [--runs N]
-// Boot time to the guest shell prompt, ferry vs qemu-system-riscv64 (same kernel, initramfs,
-// memory and command line, same run), guest MIPS during boot, host CPU use of an idle guest,
-// and the slowdown of a write-heavy guest while the dirty log is cleared every 50 ms.
+// Boot time to the guest shell prompt, ferry (translating hot code, and interpreting only) vs
+// qemu-system-riscv64 (same kernel, initramfs, memory and command line, same run), guest MIPS
+// during boot, the JIT's compile-time share, host CPU use of an idle guest, and the slowdown of
+// a write-heavy guest while the dirty log is cleared every 50 ms.
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,19 +16,23 @@ import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../machine/console/she
 import { ExitReason } from '../machine/cpu/exports.js';
 import { qemuBoot } from './qemu.js';
 import { median } from './stats.js';
+import { DEFAULT_JIT_THRESHOLD, type JitOptions } from '../machine/cpu/jit/jit.js';
+
+const JIT: JitOptions = { threshold: DEFAULT_JIT_THRESHOLD };
 
 const MEMORY_MIB = 256;
 
 
-async function ferryBoot(kernel: Uint8Array, initrd: Uint8Array, idleSeconds: number) {
+async function ferryBoot(kernel: Uint8Array, initrd: Uint8Array, idleSeconds: number, jit: JitOptions | false) {
   const driver = new ConsoleDriver();
   const t0 = performance.now();
-  const m = new Machine({ ramBytes: MEMORY_MIB << 20, console: driver, boot: { kind: 'linux', kernel, initrd, cmdline: GUEST_CMDLINE } });
+  const m = new Machine({ ramBytes: MEMORY_MIB << 20, console: driver, boot: { kind: 'linux', kernel, initrd, cmdline: GUEST_CMDLINE }, jit });
   const running = m.run();
   const ready = await driver.waitFor(GUEST_READY, 300_000);
   await driver.waitFor(GUEST_PROMPT, 60_000, ready.index);
   const seconds = (performance.now() - t0) / 1000;
   const instructions = Number(m.vcpu.instret);
+  const stats = m.vcpu.jitStats();
   let idleCpu: number | undefined;
   if (idleSeconds > 0) {
     // Let the shell settle, then measure this process's CPU time against wall time.
@@ -40,13 +45,13 @@ async function ferryBoot(kernel: Uint8Array, initrd: Uint8Array, idleSeconds: nu
   }
   m.stop();
   await running;
-  return { seconds, instructions, idleCpu };
+  return { seconds, instructions, idleCpu, compileMs: stats.compileMs, translated: Number(stats.instructions) };
 }
 
 /** Runs the dirty-writer program to completion; with `clearMs`, reads and clears the dirty
  * log that often, as a migration's dirty-page rounds would. Returns wall seconds. */
-function dirtyWriterRun(elf: Uint8Array, clearMs: number | undefined): number {
-  const m = new Machine({ ramBytes: 64 << 20, console: { write() {}, onInput() {} }, boot: { kind: 'bare', elf } });
+function dirtyWriterRun(elf: Uint8Array, clearMs: number | undefined, jit: JitOptions | false): number {
+  const m = new Machine({ ramBytes: 64 << 20, console: { write() {}, onInput() {} }, boot: { kind: 'bare', elf }, jit });
   const pages = m.memory.pageCount;
   const t0 = performance.now();
   let nextClear = t0 + (clearMs ?? Infinity);
@@ -73,15 +78,25 @@ async function main(): Promise<void> {
   const initrd = readFileSync(image.initramfs);
 
   const ferryTimes: number[] = [];
+  const interpTimes: number[] = [];
   const qemuTimes: number[] = [];
   const mips: number[] = [];
+  const mipsInterp: number[] = [];
+  const compileShare: number[] = [];
+  const translatedShare: number[] = [];
   let idleCpu = 0;
   for (let i = 0; i < runs; i++) {
-    const f = await ferryBoot(kernel, initrd, i === 0 ? Number(values['idle-seconds']) : 0);
+    const f = await ferryBoot(kernel, initrd, i === 0 ? Number(values['idle-seconds']) : 0, JIT);
     ferryTimes.push(f.seconds);
     mips.push(f.instructions / f.seconds / 1e6);
+    compileShare.push(f.compileMs / 1000 / f.seconds);
+    translatedShare.push(f.translated / f.instructions);
     if (f.idleCpu !== undefined) idleCpu = f.idleCpu;
-    log(`ferry boot ${f.seconds.toFixed(2)} s, ${(f.instructions / 1e9).toFixed(2)} G instructions`);
+    log(`ferry boot (jit) ${f.seconds.toFixed(2)} s, ${(f.instructions / 1e9).toFixed(2)} G instructions, ${(100 * f.translated / f.instructions).toFixed(0)}% translated, compile ${(f.compileMs / 1000).toFixed(2)} s`);
+    const n = await ferryBoot(kernel, initrd, 0, false);
+    interpTimes.push(n.seconds);
+    mipsInterp.push(n.instructions / n.seconds / 1e6);
+    log(`ferry boot (interpreter) ${n.seconds.toFixed(2)} s`);
     const q = await qemuBoot(image.kernel, image.initramfs, { memoryMiB: MEMORY_MIB, cmdline: GUEST_CMDLINE, until: GUEST_PROMPT, timeoutMs: 300_000 });
     qemuTimes.push(q.seconds);
     log(`qemu  boot ${q.seconds.toFixed(2)} s`);
@@ -90,20 +105,34 @@ async function main(): Promise<void> {
   const elf = readFileSync(buildBareProgram('dirty-writer', [join(repoRoot(), 'src/bench/programs/dirty-writer.S')]));
   const off: number[] = [];
   const on: number[] = [];
+  const offInterp: number[] = [];
+  const onInterp: number[] = [];
   for (let i = 0; i < 3; i++) {
-    off.push(dirtyWriterRun(elf, undefined));
-    on.push(dirtyWriterRun(elf, 50));
+    off.push(dirtyWriterRun(elf, undefined, JIT));
+    on.push(dirtyWriterRun(elf, 50, JIT));
+    offInterp.push(dirtyWriterRun(elf, undefined, false));
+    onInterp.push(dirtyWriterRun(elf, 50, false));
   }
-  log(`dirty writer: log untouched ${median(off).toFixed(3)} s, cleared every 50 ms ${median(on).toFixed(3)} s`);
+  log(`dirty writer (jit): log untouched ${median(off).toFixed(3)} s, cleared every 50 ms ${median(on).toFixed(3)} s`);
 
   const result = {
+    // With the JIT (the machine's fast path); the interpreter's figures beside them.
     ferry_boot_s: round(median(ferryTimes)),
+    ferry_boot_interp_s: round(median(interpTimes)),
     qemu_boot_s: round(median(qemuTimes)),
     ratio: round(median(ferryTimes) / median(qemuTimes)),
+    ratio_interp: round(median(interpTimes) / median(qemuTimes)),
     mips: round(median(mips)),
+    mips_jit: round(median(mips)),
+    mips_interp: round(median(mipsInterp)),
+    jit_compile_share: round(median(compileShare), 4),
+    jit_translated_share: round(median(translatedShare), 4),
+    jit_threshold: JIT.threshold,
     idle_cpu_fraction: round(idleCpu, 4),
     dirty_log_overhead: round(median(on) / median(off) - 1, 4),
-    dirty_writer_s: { log_off: round(median(off)), log_cleared_50ms: round(median(on)) },
+    dirty_log_overhead_interp: round(median(onInterp) / median(offInterp) - 1, 4),
+    dirty_writer_s: { log_off: round(median(off)), log_cleared_50ms: round(median(on)),
+      interp_log_off: round(median(offInterp)), interp_log_cleared_50ms: round(median(onInterp)) },
     runs,
     memory_mib: MEMORY_MIB,
     kernel: image.kernelVersion,

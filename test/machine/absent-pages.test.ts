@@ -279,8 +279,9 @@ function bareMemory(pages: number): GuestMemory {
     dirtyLogOffset: 0,
     accessLogOffset: pages,
     absentMapOffset: 2 * pages,
+    codeMapOffset: 4 * pages + pages * PAGE,
   };
-  return new GuestMemory(new ArrayBuffer(3 * pages + pages * PAGE), layout);
+  return new GuestMemory(new ArrayBuffer(12 * pages + pages * PAGE), layout);
 }
 
 test('GuestMemory: an access to an absent page calls the handler synchronously, then goes on', () => {

@@ -6,14 +6,16 @@ import { ensureGuestImage } from '../../src/guest/image.js';
 import { Machine } from '../../src/machine/boot/machine.js';
 import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../../src/machine/console/shell.js';
 import { guestBoot } from '../../src/guest/boot.js';
+import { DEFAULT_JIT_THRESHOLD } from '../../src/machine/cpu/jit/jit.js';
 
-test('the Debian guest boots to a shell, runs commands and powers off', { timeout: 600_000 }, async () => {
+test('the Debian guest boots to a shell, runs commands and powers off (interpreter)', { timeout: 600_000 }, async () => {
   const image = await ensureGuestImage();
   const driver = new ConsoleDriver();
   const machine = new Machine({
     ramBytes: 256 << 20,
     console: driver,
     boot: guestBoot(image),
+    jit: false,
   });
   const running = machine.run();
   try {
@@ -54,6 +56,33 @@ test('the Debian guest boots to a shell, runs commands and powers off', { timeou
     driver.send('poweroff\n');
     const exit = await running;
     assert.deepEqual(exit, { kind: 'poweroff' });
+  } finally {
+    machine.stop();
+    await running;
+  }
+});
+
+test('the Debian guest boots and runs under the JIT, and powers off', { timeout: 600_000 }, async () => {
+  const image = await ensureGuestImage();
+  const driver = new ConsoleDriver();
+  const machine = new Machine({ ramBytes: 256 << 20, console: driver, boot: guestBoot(image), jit: { threshold: DEFAULT_JIT_THRESHOLD } });
+  const running = machine.run();
+  try {
+    const ready = await driver.waitFor(GUEST_READY, 300_000);
+    await driver.waitFor(GUEST_PROMPT, 60_000, ready.index);
+    const uname = await driver.exec('uname -m', 30_000);
+    assert.equal(uname.output.trim(), 'riscv64');
+    // User code, a fork and exec per line, FP printf, rdtime: hot code in user mode too.
+    const sum = await driver.exec('i=0; s=0; while [ $i -lt 2000 ]; do s=$((s+i*i)); i=$((i+1)); done; echo $s', 120_000);
+    assert.equal(sum.output.trim(), String(Array.from({ length: 2000 }, (_, i) => i * i).reduce((a, b) => a + b, 0)));
+    const hb = await driver.exec('heartbeat -i 50 -n 3', 60_000);
+    assert.equal(hb.status, 0, hb.output);
+    const mw = await driver.exec('memwriter --wss-mib 8 --once', 120_000);
+    assert.match(mw.output, /memwriter: verify ok pages=2048/);
+    const stats = machine.vcpu.jitStats();
+    assert.ok(stats.instructions * 2n > machine.vcpu.instret, `only ${stats.instructions} of ${machine.vcpu.instret} instructions ran translated`);
+    driver.send('poweroff\n');
+    assert.deepEqual(await running, { kind: 'poweroff' });
   } finally {
     machine.stop();
     await running;

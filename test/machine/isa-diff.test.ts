@@ -4,7 +4,7 @@
 // from the spec): they are not compared with QEMU, but ferry's are pinned below.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildBare, runOnFerry, runOnQemu } from '../support/bare.js';
+import { buildBare, CPU_MODES, runOnFerry, runOnQemu } from '../support/bare.js';
 
 const FERRY_ONLY: Record<string, string[]> = {
   'isa-int': [],
@@ -40,18 +40,31 @@ function firstDifference(a: string[], b: string[]): string {
   return 'no difference';
 }
 
-for (const [name, ferryOnly] of Object.entries(FERRY_ONLY)) {
-  test(`${name}: ferry matches QEMU`, async () => {
-    const elf = buildBare([`${name}.c`], name);
-    const qemu = runOnQemu(elf);
-    const ferry = await runOnFerry(elf);
-    assert.match(qemu, /\nDONE\n?$/, `QEMU did not finish ${name}:\n${qemu}`);
-    assert.deepEqual(ferry.exit, { kind: 'poweroff' }, `ferry exit for ${name}; output:\n${ferry.output}`);
-    const q = lines(qemu), f = lines(ferry.output);
-    assert.ok(q.length > 10, `${name} printed too little`);
-    const qc = q.filter((l) => !l.startsWith('~')), fc = f.filter((l) => !l.startsWith('~'));
-    assert.deepEqual(fc, qc, `${name} differs from QEMU at ${firstDifference(qc, fc)}`);
-    assert.equal(fc[fc.length - 1] === '' ? fc[fc.length - 2] : fc[fc.length - 1], 'DONE');
-    assert.deepEqual(f.filter((l) => l.startsWith('~')), ferryOnly, `${name}: implementation-defined values changed`);
-  });
+const qemuOutput = new Map<string, string>();
+function qemuOf(name: string, elf: string): string {
+  let out = qemuOutput.get(name);
+  if (out === undefined) { out = runOnQemu(elf); qemuOutput.set(name, out); }
+  return out;
+}
+
+for (const mode of CPU_MODES) {
+  for (const [name, ferryOnly] of Object.entries(FERRY_ONLY)) {
+    test(`${name}: ferry matches QEMU (${mode.name})`, async () => {
+      const elf = buildBare([`${name}.c`], name);
+      const qemu = qemuOf(name, elf);
+      const ferry = await runOnFerry(elf, { jit: mode.jit });
+      assert.match(qemu, /\nDONE\n?$/, `QEMU did not finish ${name}:\n${qemu}`);
+      assert.deepEqual(ferry.exit, { kind: 'poweroff' }, `ferry exit for ${name}; output:\n${ferry.output}`);
+      const q = lines(qemu), f = lines(ferry.output);
+      assert.ok(q.length > 10, `${name} printed too little`);
+      const qc = q.filter((l) => !l.startsWith('~')), fc = f.filter((l) => !l.startsWith('~'));
+      assert.deepEqual(fc, qc, `${name} differs from QEMU at ${firstDifference(qc, fc)}`);
+      assert.equal(fc[fc.length - 1] === '' ? fc[fc.length - 2] : fc[fc.length - 1], 'DONE');
+      assert.deepEqual(f.filter((l) => l.startsWith('~')), ferryOnly, `${name}: implementation-defined values changed`);
+      const ran = ferry.machine.vcpu.jitStats().instructions;
+      // At the default threshold a short program may finish before any block turns hot.
+      if (mode.jit && mode.jit.threshold === 1) assert.ok(ran > 0n, `${name}: the JIT ran no instructions`);
+      if (!mode.jit) assert.equal(ran, 0n);
+    });
+  }
 }

@@ -5,7 +5,7 @@
 // also in the differential list of isa-diff.test.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildBare, runOnFerry } from '../support/bare.js';
+import { buildBare, CPU_MODES, runOnFerry } from '../support/bare.js';
 
 const EXPECTED = [
   "mmu-sv39",
@@ -61,10 +61,13 @@ const EXPECTED = [
   "DONE",
 ];
 
-test('mmu-sv39: translation, A/D bits, page faults, sfence, MPRV and delegation', async () => {
-  const elf = buildBare(['mmu-sv39.c'], 'mmu-sv39');
-  const r = await runOnFerry(elf);
-  assert.deepEqual(r.exit, { kind: 'poweroff' }, r.output);
-  const got = r.output.split('\n').map((l) => l.trimEnd()).filter((l) => l.length > 0);
-  assert.deepEqual(got, EXPECTED.map((l) => l.trimEnd()));
-});
+for (const mode of CPU_MODES) {
+  test(`mmu-sv39: translation, A/D bits, page faults, sfence, MPRV and delegation (${mode.name})`, async () => {
+    const elf = buildBare(['mmu-sv39.c'], 'mmu-sv39');
+    const r = await runOnFerry(elf, { jit: mode.jit });
+    assert.deepEqual(r.exit, { kind: 'poweroff' }, r.output);
+    const got = r.output.split('\n').map((l) => l.trimEnd()).filter((l) => l.length > 0);
+    assert.deepEqual(got, EXPECTED.map((l) => l.trimEnd()));
+    if (mode.jit && mode.jit.threshold === 1) assert.ok(r.machine.vcpu.jitStats().instructions > 0n, 'the JIT ran no instructions');
+  });
+}

@@ -27,9 +27,10 @@ class FakeHart implements SbiHart {
 
 function memory(): GuestMemory {
   const pages = RAM_SIZE / 4096;
-  const buf = new ArrayBuffer(RAM_SIZE + 3 * pages);
+  const buf = new ArrayBuffer(RAM_SIZE + 16 * pages);
   return new GuestMemory(buf, {
     ramHostOffset: 0, ramBase: RAM_BASE, ramSize: RAM_SIZE, dirtyLogOffset: RAM_SIZE, accessLogOffset: RAM_SIZE + pages, absentMapOffset: RAM_SIZE + 2 * pages,
+    codeMapOffset: RAM_SIZE + 4 * pages,
   });
 }
 

@@ -13,8 +13,11 @@ export const RAM_BASE = 0x8000_0000n;
 
 export function makeMemory(ramSize = 1 << 20): GuestMemory {
   const pages = ramSize / 4096;
-  const buffer = new ArrayBuffer(ramSize + 3 * pages);
-  return new GuestMemory(buffer, { ramHostOffset: 0, ramBase: RAM_BASE, ramSize, dirtyLogOffset: ramSize, accessLogOffset: ramSize + pages, absentMapOffset: ramSize + 2 * pages });
+  const buffer = new ArrayBuffer(ramSize + 16 * pages);
+  return new GuestMemory(buffer, {
+    ramHostOffset: 0, ramBase: RAM_BASE, ramSize, dirtyLogOffset: ramSize, accessLogOffset: ramSize + pages,
+    absentMapOffset: ramSize + 2 * pages, codeMapOffset: ramSize + 4 * pages,
+  });
 }
 
 export interface Buf {

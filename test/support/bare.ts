@@ -7,6 +7,14 @@ import { fileURLToPath } from 'node:url';
 import { Machine, type MachineExit, type MachineOptions } from '../../src/machine/boot/machine.js';
 import { ExitReason } from '../../src/machine/cpu/exports.js';
 import { buildBareProgram } from '../../src/guest/bare/build.js';
+import { DEFAULT_JIT_THRESHOLD, type JitOptions } from '../../src/machine/cpu/jit/jit.js';
+
+/** The ways the hart can run: every ISA test runs under each (the JIT's differential runs). */
+export const CPU_MODES: ReadonlyArray<{ readonly name: string; readonly jit: JitOptions | false }> = [
+  { name: 'interpreter', jit: false },
+  { name: 'jit', jit: { threshold: DEFAULT_JIT_THRESHOLD } },
+  { name: 'jit threshold 1', jit: { threshold: 1, batchWaitMs: 0 } },
+];
 
 /** <repo>: this file is compiled to <repo>/dist/test/support/bare.js. */
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -37,6 +45,8 @@ export interface FerryRunOptions {
   ramBytes?: number;
   /** Wall-clock limit; the machine is stopped after it. */
   timeoutMs?: number;
+  /** Translate hot code (default: FERRY_JIT). */
+  jit?: JitOptions | false;
 }
 
 /** Runs a bare-metal ELF on ferry until it powers off, fails or times out. */
@@ -47,6 +57,7 @@ export async function runOnFerry(elfPath: string, opts: FerryRunOptions = {}): P
     ramBytes: opts.ramBytes ?? 64 << 20,
     console: { write: (b: Uint8Array) => { chunks.push(b.slice()); }, onInput() {} },
     boot: { kind: 'bare', elf },
+    ...(opts.jit !== undefined ? { jit: opts.jit } : {}),
   });
   const timer = setTimeout(() => machine.stop(), opts.timeoutMs ?? 20_000);
   try {

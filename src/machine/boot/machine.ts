@@ -3,6 +3,7 @@
 // timer deadline or a device interrupt), on an SBI call, or on a request from the host;
 // pause, snapshot and migration act between slices.
 
+import type { JitOptions } from '../cpu/jit/jit.js';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { Vcpu } from '../cpu/vcpu.js';
 import { ExitReason } from '../cpu/exports.js';
@@ -59,6 +60,8 @@ export type BootSpec =
 
 export interface MachineOptions {
   readonly ramBytes: number;
+  /** Translate hot guest code to wasm (cpu/DESIGN.md); default: the FERRY_JIT variable. */
+  readonly jit?: JitOptions | false;
   readonly console: ConsoleBackend;
   readonly boot: BootSpec;
   /** virtio devices, placed in virtio-mmio slots 0, 1, ... in this order. Built against the
@@ -180,6 +183,7 @@ export class Machine {
     this.sbiInMachine = sbiInMachine;
     this.vcpu = new Vcpu({
       ramBytes: opts.ramBytes,
+      jit: opts.jit,
       sbiInMachine,
       host: {
         hostTime: () => this.clock.ticks(),
@@ -346,6 +350,7 @@ export class Machine {
     for (const p of [...taken, ...unchanged]) {
       mem.absent[p] = mark;
       mem.bytes.fill(0, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+      mem.retireCode(p);
     }
     this.vcpu.exports.tlbFlush();
     return { pages: taken, data, unchanged };

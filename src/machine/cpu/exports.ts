@@ -39,6 +39,27 @@ export interface CpuExports {
   tlbFlush(): void;
   tlbDropWrites(): void;
   fpExecute(insn: number): number;
+  layoutRvcTable(): number;
+  layoutCodeMap(): number;
+  layoutJitCache(): number;
+  layoutJitLens(): number;
+  layoutJitCells(): number;
+  layoutTlbMask(): number;
+  layoutTlbBytes(): number;
+  jitSlotBase(): number;
+  jitEntries(): number;
+  jitSetThreshold(t: number): void;
+  jitThreshold(): number;
+  jitGetRetired(): bigint;
+  jitGetCompiled(): number;
+  jitGetStale(): number;
+  jitGetEvicted(): number;
+  jitDropCache(): void;
+  jitLoad(va: bigint, pc: bigint, size: number): bigint;
+  jitStore(va: bigint, value: bigint, pc: bigint, size: number): void;
+  jitMulh(a: bigint, b: bigint): bigint;
+  jitMulhsu(a: bigint, b: bigint): bigint;
+  jitMulhu(a: bigint, b: bigint): bigint;
 }
 
 /** Why run() returned (state.ts EXIT_*). */

@@ -10,6 +10,12 @@ import { MemoryLayout } from '../memory/guest-memory.js';
 import { FerryError } from '../../errors.js';
 import { CSR_NUMBERS, CsrState, VcpuState } from './cpu-state.js';
 import { checkArray, checkU64, checkUint } from '../state-check.js';
+import { Jit, JitOptions, JitStats, jitFromEnv } from './jit/jit.js';
+
+/** Block cache geometry of cpu.wasm (as/jit.ts, as/layout.ts), checked at instantiation:
+ * the function table is created before the instance that could report it. */
+const JIT_SLOT_BASE = 64;
+const JIT_ENTRIES = 1 << 16;
 
 const u64 = (v: bigint): string => BigInt.asUintN(64, v).toString();
 
@@ -31,6 +37,8 @@ export interface VcpuOptions {
   /** The machine implements SBI: S-mode ecalls exit to the host. */
   sbiInMachine: boolean;
   host: CpuHostImports;
+  /** Translate hot guest code to wasm (src/machine/cpu/DESIGN.md). Default: FERRY_JIT. */
+  jit?: JitOptions | false;
 }
 
 export class Vcpu {
@@ -39,6 +47,7 @@ export class Vcpu {
   readonly layout: MemoryLayout;
   private readonly x: BigUint64Array;
   private readonly f: BigUint64Array;
+  private readonly jit: Jit;
 
   constructor(opts: VcpuOptions) {
     if (opts.ramBytes % 4096 !== 0 || opts.ramBytes <= 0) {
@@ -50,9 +59,13 @@ export class Vcpu {
     const pages = Math.ceil((ramHost + opts.ramBytes + WASM_PAGE) / WASM_PAGE);
     if (pages > 65536) throw new FerryError('BAD_RAM_SIZE', `RAM size ${opts.ramBytes} exceeds the 4 GiB address space`);
     this.memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+    const table = new WebAssembly.Table({ initial: JIT_SLOT_BASE + JIT_ENTRIES, element: 'anyfunc' });
+    let jit: Jit | undefined;
     const instance = new WebAssembly.Instance(cpuModule(), {
       env: {
         memory: this.memory,
+        table,
+        jitCompile: (pc: bigint, host: number, slot: number) => jit!.compile(pc, host, slot),
         hostTime: () => opts.host.hostTime(),
         mmioRead: (pa: number, size: number) => opts.host.mmioRead(pa, size),
         mmioWrite: (pa: number, size: number, value: number) => opts.host.mmioWrite(pa, size, value),
@@ -61,6 +74,7 @@ export class Vcpu {
     this.exports = instance.exports as unknown as CpuExports;
     const e = this.exports;
     if (e.layoutRamHost() !== ramHost) throw new FerryError('CPU_LAYOUT', 'cpu.wasm RAM offset does not match the host');
+    if (e.jitSlotBase() !== JIT_SLOT_BASE || e.jitEntries() !== JIT_ENTRIES) throw new FerryError('CPU_LAYOUT', 'cpu.wasm block cache does not match the host');
     this.layout = {
       ramHostOffset: ramHost,
       ramBase: e.layoutRamBase(),
@@ -68,13 +82,41 @@ export class Vcpu {
       dirtyLogOffset: e.layoutDirtyLog(),
       accessLogOffset: e.layoutAccessLog(),
       absentMapOffset: e.layoutAbsentMap(),
+      codeMapOffset: e.layoutCodeMap(),
     };
     this.x = new BigUint64Array(this.memory.buffer, e.layoutXRegs(), 32);
     this.f = new BigUint64Array(this.memory.buffer, e.layoutFRegs(), 32);
     e.init(BigInt(opts.ramBytes), BigInt(opts.hartId ?? 0), opts.sbiInMachine ? 1 : 0);
+    const jitOpts = opts.jit === undefined ? jitFromEnv() : opts.jit || undefined;
+    jit = new Jit(this.memory, table, {
+      xregs: e.layoutXRegs(), cellPc: e.layoutJitCells(), cellStatus: e.layoutJitCells() + 8,
+      tlbMask: e.layoutTlbMask(), tlbWrite: e.layoutTlbBytes(), memoryMaxPages: pages,
+      rvcTable: e.layoutRvcTable(), cache: e.layoutJitCache(), lens: e.layoutJitLens(), codeMap: e.layoutCodeMap(),
+      ramHost, slotBase: JIT_SLOT_BASE, entries: JIT_ENTRIES,
+    });
+    jit.bind(e);
+    this.jit = jit;
+    if (jitOpts) {
+      jit.configure(jitOpts);
+      e.jitSetThreshold(jitOpts.threshold);
+    }
   }
 
-  run(budget: number): ExitReason { return this.exports.run(budget) as ExitReason; }
+  /** Compiles the blocks waiting for their batch now (a host that wants them warm, tests). */
+  jitCompilePending(): void { this.jit.flush(); }
+
+  /** Whether guest code is translated, and how much has been. */
+  get jitEnabled(): boolean { return this.exports.jitThreshold() !== 0; }
+  jitStats(): JitStats & { instructions: bigint } {
+    return { ...this.jit.stats(), instructions: BigInt.asUintN(64, this.exports.jitGetRetired()) };
+  }
+
+  run(budget: number): ExitReason {
+    const r = this.exports.run(budget) as ExitReason;
+    // Blocks that turned hot are compiled together, between slices.
+    this.jit.idle();
+    return r;
+  }
 
   getX(i: number): bigint { return this.x[i]!; }
   setX(i: number, v: bigint): void { if (i !== 0) this.x[i] = BigInt.asUintN(64, v); }
@@ -131,5 +173,8 @@ export class Vcpu {
     e.setPriv(priv);
     e.setPc(pc);
     e.tlbFlush();
+    // Translations are never state: whatever ran before this restore is forgotten.
+    e.jitDropCache();
+    this.jit.reset();
   }
 }

@@ -45,6 +45,9 @@ export interface MemoryLayout {
   readonly dirtyLogOffset: number;
   readonly accessLogOffset: number;
   readonly absentMapOffset: number;
+  /** Per page two u32: a generation, bumped when a line translated code was read from is
+   * written (which retires those translations), and the mask of such 128-byte lines. */
+  readonly codeMapOffset: number;
 }
 
 /** Brings absent pages first..last into RAM before the access goes on, or throws
@@ -65,6 +68,7 @@ export class GuestMemory {
   /** One byte per guest page: 0 = in RAM, else absent (the value names where it is, see
    * src/vm/paging). Written by the thread that owns paging, read by the vCPU on TLB refill. */
   readonly absent: Uint8Array;
+  private readonly codeMap: Uint32Array;
   private readonly view: DataView;
   private absentHandler: AbsentPageHandler | undefined;
 
@@ -77,6 +81,7 @@ export class GuestMemory {
     this.dirtyLog = new Uint8Array(buffer, layout.dirtyLogOffset, this.pageCount);
     this.accessLog = new Uint8Array(buffer, layout.accessLogOffset, this.pageCount);
     this.absent = new Uint8Array(buffer, layout.absentMapOffset, this.pageCount);
+    this.codeMap = new Uint32Array(buffer, layout.codeMapOffset, 2 * this.pageCount);
   }
 
   /** Who brings absent pages in for accesses through this view (the VM's worker). */
@@ -145,11 +150,31 @@ export class GuestMemory {
   writeU32(gpa: bigint | number, v: number): void { const o = this.offsetOf(gpa, 4); this.view.setUint32(o, v, true); this.markRange(o, 4); }
   writeU64(gpa: bigint | number, v: bigint): void { const o = this.offsetOf(gpa, 8); this.view.setBigUint64(o, v, true); this.markRange(o, 8); }
 
+  /** Retires any translated code read from `page` (its contents are about to be replaced
+   * without a write through this class, as when it leaves RAM). */
+  retireCode(page: number): void {
+    if (this.codeMap[2 * page + 1] === 0) return;
+    this.codeMap[2 * page + 1] = 0;
+    Atomics.add(this.codeMap, 2 * page, 1);
+  }
+
   private markRange(off: number, length: number): void {
     if (length === 0) return;
     const first = off >>> PAGE_SHIFT;
     const last = (off + length - 1) >>> PAGE_SHIFT;
     this.dirtyLog.fill(1, first, last + 1);
     this.accessLog.fill(1, first, last + 1);
+    // What the interpreter's markDirty does for CPU stores: a write to a page the JIT read
+    // code from retires those translations (the vCPU may be on another thread, hence atomics).
+    for (let p = first; p <= last; p++) {
+      const mask = this.codeMap[2 * p + 1]!;
+      if (mask === 0) continue;
+      const lo = p === first ? (off & 0xfff) >>> 7 : 0;
+      const hi = p === last ? ((off + length - 1) & 0xfff) >>> 7 : 31;
+      if ((mask & ((((2 << hi) - 1) >>> lo) << lo)) !== 0) {
+        this.codeMap[2 * p + 1] = 0;
+        Atomics.add(this.codeMap, 2 * p, 1);
+      }
+    }
   }
 }

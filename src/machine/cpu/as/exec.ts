@@ -12,6 +12,7 @@ import { raise, doMret, doSret, checkInterrupts, pendingEnabled } from './trap';
 import { csrCheck, csrRead, csrWrite, markFsDirty, setSliceRetired } from './csr';
 import { fpExecute } from './fpu';
 import { now } from './host';
+import { jitTry } from './jit';
 
 /** Instructions between interrupt checks when nothing asks for an earlier one. */
 const CHUNK: i32 = 512;
@@ -19,19 +20,19 @@ const NAN_BOX: u64 = 0xffff_ffff_0000_0000;
 
 @inline function sx32(v: u64): u64 { return <u64><i64><i32>v; }
 
-function mulhu(a: u64, b: u64): u64 {
+export function mulhu(a: u64, b: u64): u64 {
   const a0 = a & 0xffff_ffff, a1 = a >> 32, b0 = b & 0xffff_ffff, b1 = b >> 32;
   const p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
   const mid = (p00 >> 32) + (p01 & 0xffff_ffff) + (p10 & 0xffff_ffff);
   return p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
 }
-function mulh(a: u64, b: u64): u64 {
+export function mulh(a: u64, b: u64): u64 {
   let r = mulhu(a, b);
   if (<i64>a < 0) r -= b;
   if (<i64>b < 0) r -= a;
   return r;
 }
-function mulhsu(a: u64, b: u64): u64 {
+export function mulhsu(a: u64, b: u64): u64 {
   let r = mulhu(a, b);
   if (<i64>a < 0) r -= b;
   return r;
@@ -62,7 +63,18 @@ export function run(budget: i32): i32 {
     if (done >= budget) break;
     const limit = budget - done < CHUNK ? budget - done : CHUNK;
     let i: i32 = 0;
+    // An interrupt taken above, or a chunk that ended mid-block, leaves pc anywhere.
+    S.blockStart = true;
     while (i < limit) {
+      if (S.blockStart && S.jitThreshold != 0) {
+        S.blockStart = false;
+        const n = jitTry(limit - i);
+        if (n >= 0) {
+          i += n;
+          if (S.breakChunk) break;
+          continue;
+        }
+      }
       i++;
       step(done + i);
       if (S.breakChunk) break;
@@ -81,7 +93,7 @@ export function run(budget: i32): i32 {
   // ---- fetch ----
   const pc = S.pc;
   if ((pc >> 12) != S.fetchVpn) {
-    if (!refillFetch(pc)) { S.trapped = false; return; }
+    if (!refillFetch(pc)) { S.trapped = false; S.blockStart = true; return; }
   }
   const host = <usize>(pc + S.fetchAddend);
   let insn: u32;
@@ -93,7 +105,7 @@ export function run(budget: i32): i32 {
     insn = <u32>load<u16>(host);
     if ((insn & 3) == 3) {
       insn |= fetchHighHalf(pc) << 16;
-      if (S.trapped) { S.trapped = false; return; }
+      if (S.trapped) { S.trapped = false; S.blockStart = true; return; }
     }
   }
   raw = insn;
@@ -101,10 +113,10 @@ export function run(budget: i32): i32 {
     raw = insn & 0xffff;
     insn = load<u32>(RVC_TABLE + (<usize>raw << 2));
     ilen = 2;
-    if (insn == 0) { illegal(raw); S.trapped = false; return; }
+    if (insn == 0) { illegal(raw); S.trapped = false; S.blockStart = true; return; }
   }
   execute(insn, raw, pc, ilen, retiredInSlice);
-  S.trapped = false;
+  if (S.trapped) { S.trapped = false; S.blockStart = true; }
 }
 
 @inline function execute(insn: u32, raw: u32, pc: u64, ilen: u64, retiredInSlice: i32): void {
@@ -124,6 +136,7 @@ export function run(budget: i32): i32 {
       const imm = ((<i32>(insn & 0x8000_0000)) >> 11) | (insn & 0xff000) | ((insn >> 9) & 0x800) | ((insn >> 20) & 0x7fe);
       setX(rd, npc);
       S.pc = pc + <u64><i64>imm;
+      S.blockStart = true;
       return;
     }
     case 0x67: { // JALR
@@ -131,10 +144,12 @@ export function run(budget: i32): i32 {
       const target = (getX(rs1) + <u64><i64>((<i32>insn) >> 20)) & ~<u64>1;
       setX(rd, npc);
       S.pc = target;
+      S.blockStart = true;
       return;
     }
     case 0x63: { // BRANCH
       const a = getX(rs1), b = getX(rs2);
+      S.blockStart = true; // both ways: the fall-through starts a block too
       let taken: bool;
       switch (f3) {
         case 0: taken = a == b; break;
@@ -292,17 +307,22 @@ export function run(budget: i32): i32 {
       setX(rd, sx32(<u64>v));
       break;
     }
-    case 0x0f: // MISC-MEM: FENCE is a no-op on one in-order hart; FENCE.I too, as
-      // instructions are decoded from memory every time (no translation cache).
+    case 0x0f: // MISC-MEM: FENCE is a no-op on one in-order hart; FENCE.I too: translated
+      // code is retired by the stores that change it (jit.ts), not by FENCE.I.
       if (f3 > 1) { illegal(raw); return; }
+      if (f3 == 1) S.blockStart = true;
       break;
+    // The JIT ends blocks before these: what follows one starts a block.
     case 0x73: // SYSTEM
+      S.blockStart = true;
       if (!system(insn, raw, pc, rd, rs1, f3, retiredInSlice)) return;
       break;
     case 0x2f: // AMO
+      S.blockStart = true;
       if (!atomic(insn, raw, rd, rs1, rs2, f3)) return;
       break;
     case 0x07: { // LOAD-FP
+      S.blockStart = true;
       if ((S.mstatus & MSTATUS_FS) == 0 || (f3 != 2 && f3 != 3)) { illegal(raw); return; }
       const addr = getX(rs1) + <u64><i64>((<i32>insn) >> 20);
       const v = f3 == 2 ? NAN_BOX | loadU32(addr) : loadU64(addr);
@@ -312,6 +332,7 @@ export function run(budget: i32): i32 {
       break;
     }
     case 0x27: { // STORE-FP
+      S.blockStart = true;
       if ((S.mstatus & MSTATUS_FS) == 0 || (f3 != 2 && f3 != 3)) { illegal(raw); return; }
       const imm = ((<i32>(insn & 0xfe00_0000)) >> 20) | ((insn >> 7) & 0x1f);
       const addr = getX(rs1) + <u64><i64>imm;
@@ -320,6 +341,7 @@ export function run(budget: i32): i32 {
       break;
     }
     case 0x53: case 0x43: case 0x47: case 0x4b: case 0x4f: // OP-FP and fused multiply-add
+      S.blockStart = true;
       if ((S.mstatus & MSTATUS_FS) == 0 || !fpExecute(insn)) { illegal(raw); return; }
       markFsDirty();
       break;

@@ -2,14 +2,17 @@
 // and returns plain numbers (i64 as BigInt on the JS side), so the host needs no bindings.
 
 import * as S from './state';
-import { XREGS, FREGS, TLB_BASE, DIRTY_LOG, ACCESS_LOG, ABSENT_MAP, RAM_HOST, RAM_BASE } from './layout';
+import { XREGS, FREGS, TLB_BASE, DIRTY_LOG, ACCESS_LOG, ABSENT_MAP, RAM_HOST, RAM_BASE, RVC_TABLE, CODE_MAP,
+  JIT_CELLS, JIT_ENTRIES, JIT_CACHE, JIT_LENS, TLB_MASK, TLB_BYTES } from './layout';
 import { flushTlbAll, flushTlbWrites, setRamSize } from './mmu';
 import { buildRvcTable } from './rvc';
 import { csrRead, csrWrite } from './csr';
 import { currentMip } from './trap';
 import { now } from './host';
+import { jitFlush, jitRetired, jitCompiled, jitStale, jitEvicted, JIT_SLOT_BASE } from './jit';
 
-export { run } from './exec';
+export { run, mulh as jitMulh, mulhsu as jitMulhsu, mulhu as jitMulhu } from './exec';
+export { jitLoad, jitStore } from './jit';
 export { fpExecute } from './fpu';
 
 export function abortHandler(msg: usize, file: usize, line: u32, col: u32): void {
@@ -24,6 +27,25 @@ export function layoutAccessLog(): u32 { return <u32>ACCESS_LOG; }
 export function layoutAbsentMap(): u32 { return <u32>ABSENT_MAP; }
 export function layoutRamHost(): u32 { return <u32>RAM_HOST; }
 export function layoutRamBase(): u64 { return RAM_BASE; }
+export function layoutRvcTable(): u32 { return <u32>RVC_TABLE; }
+export function layoutCodeMap(): u32 { return <u32>CODE_MAP; }
+export function layoutJitCache(): u32 { return <u32>JIT_CACHE; }
+export function layoutJitLens(): u32 { return <u32>JIT_LENS; }
+export function layoutJitCells(): u32 { return <u32>JIT_CELLS; }
+export function layoutTlbMask(): u32 { return TLB_MASK; }
+export function layoutTlbBytes(): u32 { return <u32>TLB_BYTES; }
+export function jitSlotBase(): u32 { return JIT_SLOT_BASE; }
+export function jitEntries(): u32 { return JIT_ENTRIES; }
+
+/** Turns translation on (executions before a block is translated) or off (0). Dropping the
+ * cache on every change keeps an off JIT from ever running an old block. */
+export function jitSetThreshold(t: u32): void { S.jitThreshold = t; jitFlush(); }
+export function jitThreshold(): u32 { return S.jitThreshold; }
+export function jitGetRetired(): u64 { return jitRetired; }
+export function jitGetCompiled(): u32 { return jitCompiled; }
+export function jitDropCache(): void { jitFlush(); }
+export function jitGetStale(): u32 { return jitStale; }
+export function jitGetEvicted(): u32 { return jitEvicted; }
 
 /** Resets the hart to its power-on state with `ramBytes` of RAM. */
 export function init(ramBytes: u64, hartId: u64, sbiInMachine: bool): void {
@@ -44,6 +66,8 @@ export function init(ramBytes: u64, hartId: u64, sbiInMachine: bool): void {
   S.exitReason = S.EXIT_BUDGET;
   S.trapped = false;
   flushTlbAll();
+  jitFlush();
+  S.blockStart = true;
   S.updateContexts();
 }
 

@@ -8,6 +8,12 @@
 //   0x0030_0000  access log: one byte per guest page (1 = touched since last clear)
 //   0x0040_0000  RVC expansion table: u32 per 16-bit parcel (256 KiB)
 //   0x0050_0000  absent map: one byte per guest page (0 = in RAM; else the host must fetch it)
+//   0x0060_0000  JIT exit cells: next pc (u64), status (u32)
+//   0x0061_0000  JIT hotness counters: u16 per hash of a block start (JIT_ENTRIES)
+//   0x0064_0000  JIT block cache: JIT_ENTRIES x 16 bytes, then their lengths (i32 each)
+//   0x0080_0000  code map: per guest page a generation (u32) and a mask of 128-byte lines
+//                translated code was read from (u32); a store to a masked line bumps the
+//                generation, which retires every translation read from the page
 //   0x0100_0000  guest RAM, guest-physical RAM_BASE onwards
 // Byte-per-page logs (not bits) let the vCPU and device threads mark pages with plain
 // stores: no read-modify-write race on a shared word.
@@ -25,6 +31,13 @@ export const DIRTY_LOG: usize = 0x20_0000;
 export const ACCESS_LOG: usize = 0x30_0000;
 export const RVC_TABLE: usize = 0x40_0000;
 export const ABSENT_MAP: usize = 0x50_0000;
+export const JIT_CELLS: usize = 0x60_0000;
+export const JIT_COUNTS: usize = 0x61_0000;
+export const JIT_CACHE: usize = 0x64_0000;
+export const JIT_BITS: u32 = 16;
+export const JIT_ENTRIES: u32 = 1 << JIT_BITS;
+export const JIT_LENS: usize = JIT_CACHE + (<usize>JIT_ENTRIES << 4);
+export const CODE_MAP: usize = 0x80_0000;
 export const RAM_HOST: usize = 0x100_0000;
 export const RAM_BASE: u64 = 0x8000_0000;
 export const PAGE_SHIFT: u32 = 12;

@@ -8,7 +8,8 @@ import * as S from './state';
 import { PRV_M, PRV_U, MSTATUS_SUM, MSTATUS_MXR, TLB_READ, TLB_WRITE, TLB_EXEC,
   CAUSE_LOAD_PAGE_FAULT, CAUSE_STORE_PAGE_FAULT, CAUSE_FETCH_PAGE_FAULT,
   CAUSE_LOAD_ACCESS, CAUSE_STORE_ACCESS, CAUSE_FETCH_ACCESS, CAUSE_MISALIGNED_LOAD, CAUSE_MISALIGNED_STORE } from './state';
-import { TLB_BASE, TLB_MASK, TLB_BYTES, TLB_CTX_BYTES, TLB_CONTEXTS, DIRTY_LOG, ACCESS_LOG, ABSENT_MAP, RAM_HOST, RAM_BASE } from './layout';
+import { TLB_BASE, TLB_MASK, TLB_BYTES, TLB_CTX_BYTES, TLB_CONTEXTS, DIRTY_LOG, ACCESS_LOG, ABSENT_MAP, RAM_HOST, RAM_BASE,
+  CODE_MAP } from './layout';
 import { raise } from './trap';
 
 @external("env", "mmioRead") declare function mmioRead(pa: u32, size: u32): f64;
@@ -41,6 +42,25 @@ export function setRamSize(bytes: u64): void { ramEnd = RAM_BASE + bytes; }
   const page = <usize>((pa - RAM_BASE) >> 12);
   store<u8>(DIRTY_LOG + page, 1);
   store<u8>(ACCESS_LOG + page, 1);
+  // A page holding translated code never has a write TLB entry (jit.ts drops them when it
+  // first masks the page, and refills below leave them out), so every store to it comes here.
+  const mask = load<u32>(CODE_MAP + (page << 3), 4);
+  if (mask != 0) {
+    // The store's first and last possible byte (8 at most, clamped to the page).
+    const off = <u32>pa & 0xfff;
+    const last = off + 7 < 0xfff ? off + 7 : 0xfff;
+    if ((mask & ((<u32>1 << (off >> 7)) | (<u32>1 << (last >> 7)))) != 0) codeWritten(page);
+  }
+}
+/** Retires the translations read from `page`: their generation no longer matches. */
+function codeWritten(page: usize): void {
+  store<u32>(CODE_MAP + (page << 3), 0, 4);
+  atomic.add<u32>(CODE_MAP + (page << 3), 1);
+  S.codeWritten = true;
+}
+/** Whether a page may enter a write TLB: not while translated code was read from it. */
+@inline function writeFillable(pa: u64): bool {
+  return load<u32>(CODE_MAP + (<usize>((pa - RAM_BASE) >> 12) << 3), 4) == 0;
 }
 @inline function markAccessed(pa: u64): void {
   store<u8>(ACCESS_LOG + <usize>((pa - RAM_BASE) >> 12), 1);
@@ -203,7 +223,7 @@ export function translate(va: u64, acc: u32, p: u32): u64 {
   storeSlow(va, v, 8);
 }
 
-function loadSlow(va: u64, size: u32): u64 {
+export function loadSlow(va: u64, size: u32): u64 {
   if ((va & 0xfff) + <u64>size > 0x1000) {
     // Misaligned access that crosses a page: assemble it byte by byte (each byte may fault).
     let v: u64 = 0;
@@ -242,7 +262,7 @@ function mmioLoad(va: u64, pa: u64, size: u32): u64 {
   return <u64>v;
 }
 
-function storeSlow(va: u64, v: u64, size: u32): void {
+export function storeSlow(va: u64, v: u64, size: u32): void {
   if ((va & 0xfff) + <u64>size > 0x1000) {
     // Check both pages first so a faulting second page leaves memory untouched.
     const pa0 = translate(va, ACC_WRITE, S.dataPriv());
@@ -262,7 +282,7 @@ function storeSlow(va: u64, v: u64, size: u32): void {
   if (inRam(pa, size)) {
     if (absent(pa)) { pageMissing(pa); return; }
     markDirty(pa);
-    if (lastWritable) fill(S.dataTlb, TLB_WRITE, va, pa);
+    if (lastWritable && writeFillable(pa)) fill(S.dataTlb, TLB_WRITE, va, pa);
     const h = hostOf(pa);
     if (size == 1) store<u8>(h, <u8>v);
     else if (size == 2) store<u16>(h, <u16>v);
@@ -289,7 +309,7 @@ export function amoHost(va: u64, size: u32): usize {
   if (!inRam(pa, size)) { accessFault(ACC_WRITE, va); return 0; }
   if (absent(pa)) { pageMissing(pa); return 0; }
   markDirty(pa);
-  if (lastWritable) fill(S.dataTlb, TLB_WRITE, va, pa);
+  if (lastWritable && writeFillable(pa)) fill(S.dataTlb, TLB_WRITE, va, pa);
   return hostOf(pa);
 }
 

@@ -102,6 +102,13 @@ export let sbiInMachine: bool = false;
 /** Set by anything that may make an interrupt deliverable; ends the current chunk. */
 export let breakChunk: bool = false;
 export let exitReason: i32 = EXIT_BUDGET;
+/** Set when a store retired translated code (mmu.ts codeWritten): a block stops after it. */
+export let codeWritten: bool = false;
+/** The next instruction starts a block: a jump, branch, trap, or anything the JIT leaves to
+ * the interpreter came before it. Only such pcs are looked up in the block cache. */
+export let blockStart: bool = true;
+/** Executions of a block start before it is translated; 0 = the JIT is off. */
+export let jitThreshold: u32 = 0;
 /** Set when an instruction raised an exception: pc already points at the handler. */
 export let trapped: bool = false;
 export let fatalCause: u64 = 0;

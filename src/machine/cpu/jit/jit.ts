@@ -1,0 +1,216 @@
+// The translator's host side: the interpreter calls compile() when a block start turns hot;
+// it decodes the block from guest RAM, emits a module, instantiates it over the same shared
+// memory and puts its function into the function table at the block cache entry's slot.
+// Nothing here is machine state: a restored or migrated machine starts with an empty cache.
+
+import { FerryError } from '../../../errors.js';
+import { decodeBlock, Insn } from './decode.js';
+import { batchModule, ChainTarget, translateBlock, TranslatorLayout } from './translate.js';
+
+/** How the JIT runs, per machine. */
+export interface JitOptions {
+  /** Executions of a block start before it is translated (1 = at once). */
+  readonly threshold: number;
+  /** How long a hot block may wait to be compiled with others, in milliseconds (default 4;
+   * 0 compiles each block as it turns hot). */
+  readonly batchWaitMs?: number;
+}
+
+export const DEFAULT_JIT_THRESHOLD = 1024;
+
+/** The FERRY_JIT environment variable: unset or "0" = off, "on" = on at the default
+ * threshold, a positive integer = on at that threshold. */
+export function jitFromEnv(env: NodeJS.ProcessEnv = process.env): JitOptions | undefined {
+  const v = env.FERRY_JIT;
+  if (v === 'on') return { threshold: DEFAULT_JIT_THRESHOLD };
+  const n = Number(v);
+  return Number.isInteger(n) && n >= 1 ? { threshold: n } : undefined;
+}
+
+/** What the interpreter exports for translated code to call. */
+export interface JitHelpers {
+  jitLoad(va: bigint, pc: bigint, size: number): bigint;
+  jitStore(va: bigint, value: bigint, pc: bigint, size: number): void;
+  jitMulh(a: bigint, b: bigint): bigint;
+  jitMulhsu(a: bigint, b: bigint): bigint;
+  jitMulhu(a: bigint, b: bigint): bigint;
+}
+
+export interface JitStats {
+  /** Blocks translated (each once; a block reinstalled from the host's cache is not). */
+  readonly blocks: number;
+  /** Blocks put back into the block cache from compiled code kept here. */
+  readonly reused: number;
+  /** Modules instantiated (a batch of blocks each). */
+  readonly modules: number;
+  /** Wall time spent decoding, emitting, compiling and instantiating, in milliseconds. */
+  readonly compileMs: number;
+}
+
+/** Where the interpreter keeps what compile() must read or fill in (as/layout.ts). */
+export interface JitLayout extends TranslatorLayout {
+  readonly rvcTable: number;
+  readonly cache: number;
+  readonly lens: number;
+  readonly codeMap: number;
+  readonly ramHost: number;
+  readonly slotBase: number;
+  readonly entries: number;
+}
+
+/** compile()'s answer for a block left pending until the batch is compiled. */
+const PENDING = 1 << 30;
+/** Blocks per module: the per-module cost of V8 (hundreds of microseconds) dwarfs a block's. */
+const BATCH = 128;
+/** How long a hot block waits for its batch, in milliseconds (checked when another block
+ * turns hot, and between slices). */
+const BATCH_WAIT_MS = 20;
+/** Compiled blocks kept for reinstalling; past this the host cache starts over. */
+const KEEP = 1 << 18;
+
+interface Pending {
+  readonly slot: number;
+  readonly pc: bigint;
+  readonly host: number;
+  readonly gen: number;
+  readonly r: number;
+  readonly block: Insn[];
+}
+interface Compiled {
+  readonly pc: bigint;
+  readonly gen: number;
+  readonly r: number;
+  readonly fn: () => number;
+}
+
+export class Jit {
+  private readonly view: DataView;
+  private readonly rvc: Uint32Array;
+  private readonly entryPc: BigUint64Array;
+  private readonly entryWords: Uint32Array;
+  private readonly lens: Int32Array;
+  private readonly codeMap: Uint32Array;
+  private imports: WebAssembly.Imports | undefined;
+  private pending: Pending[] = [];
+  private oldest = 0;
+  private readonly kept = new Map<number, Compiled>();
+  private blocks = 0;
+  private reused = 0;
+  private modules = 0;
+  private compileMs = 0;
+  private batchWaitMs = BATCH_WAIT_MS;
+
+  constructor(memory: WebAssembly.Memory, readonly table: WebAssembly.Table, private readonly layout: JitLayout) {
+    const buf = memory.buffer;
+    this.view = new DataView(buf);
+    this.rvc = new Uint32Array(buf, layout.rvcTable, 0x10000);
+    this.entryPc = new BigUint64Array(buf, layout.cache, layout.entries * 2);
+    this.entryWords = new Uint32Array(buf, layout.cache, layout.entries * 4);
+    this.lens = new Int32Array(buf, layout.lens, layout.entries);
+    this.codeMap = new Uint32Array(buf, 0, buf.byteLength >>> 2);
+    this.imports = { env: { memory } };
+  }
+
+  configure(opts: JitOptions): void { this.batchWaitMs = opts.batchWaitMs ?? BATCH_WAIT_MS; }
+
+  /** The interpreter's helpers, once its instance exists (it imports compile() itself). */
+  bind(h: JitHelpers): void {
+    this.imports = {
+      ...this.imports,
+      j: { load: h.jitLoad, store: h.jitStore, mulh: h.jitMulh, mulhsu: h.jitMulhsu, mulhu: h.jitMulhu },
+    };
+  }
+
+  private generation(host: number): number {
+    return this.codeMap[(this.layout.codeMap >>> 2) + 2 * ((host - this.layout.ramHost) >>> 12)]!;
+  }
+
+  /**
+   * The block at `pc` (first byte at `host`) for table slot `slot`. Returns the most
+   * instructions it counts | its length in bytes << 8, with PENDING when it is queued for the
+   * next batch (the interpreter runs it meanwhile), or 0 if its first instruction is not one
+   * the JIT takes.
+   */
+  compile(pc: bigint, host: number, slot: number): number {
+    const t0 = performance.now();
+    const at = BigInt.asUintN(64, pc);
+    const gen = this.generation(host);
+    const k = this.kept.get(host);
+    if (k && k.pc === at && k.gen === gen) {
+      this.table.set(slot, k.fn);
+      this.reused++;
+      this.compileMs += performance.now() - t0;
+      return k.r;
+    }
+    const block = decodeBlock(this.view, this.rvc, at, host);
+    if (block.length === 0) return 0;
+    const last = block[block.length - 1]!;
+    const r = block.length | (Number(last.pc - at + BigInt(last.len)) << 8);
+    if (this.pending.length === 0) this.oldest = t0;
+    this.pending.push({ slot, pc: at, host, gen, r, block });
+    this.blocks++;
+    this.compileMs += performance.now() - t0;
+    if (this.pending.length < BATCH && t0 - this.oldest < this.batchWaitMs) return r | PENDING;
+    // A full batch, or one that waited long enough: compile it now, this block included, whose
+    // cache entry the interpreter fills in on return.
+    this.flush(slot);
+    return r;
+  }
+
+  /** Between slices: compiles what is pending once it has waited long enough to batch. */
+  idle(): void {
+    if (this.pending.length > 0 && performance.now() - this.oldest >= this.batchWaitMs) this.flush();
+  }
+
+  /** Compiles the pending blocks as one module and installs each whose cache entry still
+   * waits for it, from code of the same generation. */
+  flush(current = -1): void {
+    if (this.pending.length === 0) return;
+    const t0 = performance.now();
+    const batch = this.pending;
+    this.pending = [];
+    this.instantiate(batch, current);
+    this.compileMs += performance.now() - t0;
+  }
+
+  private instantiate(batch: Pending[], current: number): void {
+    // Blocks of one page and one code generation continue into each other directly.
+    const byPc = new Map<bigint, ChainTarget & { host: number; gen: number }>();
+    batch.forEach((p, index) => byPc.set(p.pc, { index, len: p.r & 0xff, host: p.host, gen: p.gen }));
+    const bodies = batch.map((p) => translateBlock(p.block, this.layout, (target) => {
+      const t = byPc.get(target);
+      const samePage = (target >> 12n) === (p.pc >> 12n) && t !== undefined && t.host === p.host + Number(target - p.pc);
+      return samePage && t.gen === p.gen ? t : undefined;
+    }));
+    const bytes = batchModule(bodies, this.layout);
+    let exports: WebAssembly.Exports;
+    try {
+      exports = new WebAssembly.Instance(new WebAssembly.Module(bytes), this.imports!).exports;
+    } catch (e) {
+      throw new FerryError('JIT_COMPILE', `a batch of ${batch.length} translated blocks did not compile (from pc 0x${batch[0]!.pc.toString(16)})`, { cause: e });
+    }
+    this.modules++;
+    if (this.kept.size + batch.length > KEEP) this.kept.clear();
+    batch.forEach((p, i) => {
+      const fn = exports[String(i)] as () => number;
+      this.kept.set(p.host, { pc: p.pc, gen: p.gen, r: p.r, fn });
+      // The block being asked for (pushed last) has no cache entry yet: the interpreter writes
+      // it on return.
+      if (p.slot === current && i === batch.length - 1) { this.table.set(p.slot, fn); return; }
+      const e = p.slot - this.layout.slotBase;
+      const waiting = this.entryPc[2 * e] === p.pc && this.entryWords[4 * e + 2] === p.host
+        && this.entryWords[4 * e + 3] === p.gen && this.lens[e] === 0 && this.generation(p.host) === p.gen;
+      if (!waiting) return;
+      this.table.set(p.slot, fn);
+      this.lens[e] = p.r & 0xff;
+    });
+  }
+
+  /** Forgets every compiled block (a restored hart's memory is another machine's). */
+  reset(): void {
+    this.pending = [];
+    this.kept.clear();
+  }
+
+  stats(): JitStats { return { blocks: this.blocks, reused: this.reused, modules: this.modules, compileMs: this.compileMs }; }
+}
