@@ -151,7 +151,8 @@ export class MigrationSession {
 
   /**
    * Moves the VM to the other host through the daemons' API (a token from the destination, the
-   * migrate request to the source), with the game stream watched around it, then checks the
+   * migrate request to the source), with the game stream and the blackout probe (its own
+   * process) watching from before the request until 1.5 s after the report, then checks the
    * guest on its new host (or on the old one, if the migration failed).
    */
   async migrate(opts: MigrateOptions = {}, during?: (id: string) => Promise<void>, measure: MeasureOptions = {}): Promise<MigrationOutcome> {
