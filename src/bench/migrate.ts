@@ -18,6 +18,7 @@ import { ensureGuestImage } from '../guest/image.js';
 import { labSpecFromEnv, runOnClient, startLabDaemons, type LabFerrySpec } from '../lab/ferry-lab.js';
 import { MigrationSession } from '../lab/migration-session.js';
 import { probeFields, type ProbeFields } from '../lab/probes/report.js';
+import { switchTimeline, type TimelineItem } from '../lab/probes/timeline.js';
 import { migrateQemu, type QemuMigrationResult } from './qemu-migrate.js';
 
 const CASES = {
@@ -37,6 +38,8 @@ interface FerryResult extends ProbeFields {
   outcome: string;
   guest_alive_after: boolean;
   memory_verified: boolean;
+  /** The engine's switch events and the probe's blackout, ms from the pause (null: no timeline in the report). */
+  switch_timeline: TimelineItem[] | null;
 }
 
 /** Client host: boots the guest on host-a, lets the workload run, migrates to host-b. */
@@ -52,7 +55,7 @@ async function clientCase(name: CaseName, memoryMiB: number): Promise<void> {
     const r = m.report;
     const out: FerryResult = {
       total_ms: r.totalMs, downtime_ms: r.downtimeMs, bytes: r.bytes, rounds: r.rounds.length, stop_rule: r.stopRule,
-      outcome: r.outcome, guest_alive_after: m.guestAliveAfter, memory_verified: m.memoryVerified, ...probeFields(m.probe),
+      outcome: r.outcome, guest_alive_after: m.guestAliveAfter, memory_verified: m.memoryVerified, ...probeFields(m.probe), switch_timeline: switchTimeline(r, m.probe),
     };
     console.log(JSON.stringify(out));
   } finally {

@@ -31,6 +31,7 @@ import { labSpecFromEnv, runOnClient, startLabDaemons, type LabFerrySpec } from 
 import { MigrationSession, type GuestWork, type MigrationMode, type VmMemoryView, type WriterThroughput } from '../lab/migration-session.js';
 import type { MigrationReport } from '../migration/engine/report.js';
 import { probeFields, type ProbeFields } from '../lab/probes/report.js';
+import { switchTimeline, type TimelineItem } from '../lab/probes/timeline.js';
 
 const MEMORY_MIB = 512;
 const MODES: readonly MigrationMode[] = ['precopy', 'postcopy', 'hybrid', 'agile'];
@@ -79,6 +80,7 @@ interface ModeRow extends ProbeFields {
   stages_ms: Record<string, number> | null;
   postcopy: unknown;
   agile: unknown;
+  switch_timeline: TimelineItem[] | null;
 }
 
 interface WorkloadInfo {
@@ -166,7 +168,7 @@ async function migrateOnce(session: MigrationSession, name: string, mode: Migrat
       throughput_ratio: before && during !== null && before.pagesPerSec > 0 ? round2(during / before.pagesPerSec) : null,
       guest_alive_after: m.guestAliveAfter, memory_verified: m.memoryVerified,
       report_mode: r.mode ?? null, stages_ms: Object.fromEntries(r.stages.map((s) => [s.stage, Math.round(s.durationMs)])),
-      postcopy: r.postcopy ?? null, agile: r.agile ?? null,
+      postcopy: r.postcopy ?? null, agile: r.agile ?? null, switch_timeline: switchTimeline(r, m.probe),
     };
     log(`${name}/${mode}: ${JSON.stringify(row)}`);
     return row;
@@ -178,7 +180,7 @@ async function migrateOnce(session: MigrationSession, name: string, mode: Migrat
       ...base, to: from === 'host-a' ? 'host-b' : 'host-a', outcome: 'error', error,
       total_ms: null, downtime_ms: null, ...probeFields(null), bytes: null, rounds: null, stop_rule: null, client_gap_ms: null, game_packets_lost: null,
       writer_pages_per_s_during: null, throughput_ratio: null,
-      guest_alive_after: alive, memory_verified: verified, report_mode: null, stages_ms: null, postcopy: null, agile: null,
+      guest_alive_after: alive, memory_verified: verified, report_mode: null, stages_ms: null, postcopy: null, agile: null, switch_timeline: null,
     };
   }
 }
