@@ -30,7 +30,6 @@ class UdpPart {
   private running = false;
   private due = 0;
   private readonly futex = new Int32Array(new SharedArrayBuffer(4));
-  private readonly buf = Buffer.alloc(16);
 
   constructor(private readonly t: ProbeTarget, readonly intervalMs: number) {
     // ICMP unreachable while the guest's port is not bound yet arrives as an error: keep going.
@@ -65,9 +64,11 @@ class UdpPart {
 
   private send(now: number): void {
     const seq = this.tracker.send(now);
-    this.buf.writeUInt32BE(MAGIC, 0);
-    this.buf.writeUInt32BE(seq, 4);
-    this.sock.send(this.buf, this.t.udpPort, this.t.host);
+    // A fresh buffer each time: the socket may still hold the last one when it queued it.
+    const buf = Buffer.alloc(16);
+    buf.writeUInt32BE(MAGIC, 0);
+    buf.writeUInt32BE(seq, 4);
+    this.sock.send(buf, this.t.udpPort, this.t.host);
   }
 
   stopSending(): void { this.running = false; }
