@@ -71,7 +71,7 @@ async function clientSide(json: boolean): Promise<number> {
   const say = (s: string) => (json ? log(s) : console.log(s));
   const session = new MigrationSession(labSpecFromEnv(), log);
   try {
-    log('booting the guest on host-a (HTTP server, UDP game server, memwriter over 32 MiB)');
+    log("booting the guest on host-a (HTTP server, UDP game server, the probe's echo, memwriter over 32 MiB)");
     const bootS = await session.boot(256, { writer: { wssMib: 32, rate: 1000 }, game: true });
     say(`guest up at ${session.address} on host-a after ${bootS.toFixed(1)} s; client load running`);
     session.startHttpLoad();
