@@ -15,7 +15,7 @@
 // pause before each (Agile needs seconds of access tracking before cold pages are swapped out).
 // On ws25 each mode runs three times and its row is the median-total run (`total_ms_runs` lists
 // all three), so the Agile/pre-copy ratio is not one noisy pair. Per migration: total and down time, bytes, the game client's
-// longest gap, memwriter's throughput during the migration over before it, the guest alive and
+// longest gap, the 1 ms blackout probe's client_blackout_ms and TCP figures, memwriter's throughput during the migration over before it, the guest alive and
 // its memory verified afterwards, and the report's stop rule and post-copy/Agile figures. A
 // failed migration is a row with its error, not the end of the run. The last line is one JSON
 // object.
@@ -30,6 +30,8 @@ import { ensureGuestImage } from '../guest/image.js';
 import { labSpecFromEnv, runOnClient, startLabDaemons, type LabFerrySpec } from '../lab/ferry-lab.js';
 import { MigrationSession, type GuestWork, type MigrationMode, type VmMemoryView, type WriterThroughput } from '../lab/migration-session.js';
 import type { MigrationReport } from '../migration/engine/report.js';
+import { probeFields, type ProbeFields } from '../lab/probes/report.js';
+import { switchTimeline, type TimelineItem } from '../lab/probes/timeline.js';
 
 const MEMORY_MIB = 512;
 const MODES: readonly MigrationMode[] = ['precopy', 'postcopy', 'hybrid', 'agile'];
@@ -53,7 +55,7 @@ const CAP_RULES = new Set(['max-rounds', 'sent-3x-memory', 'no-progress']);
 
 interface MemoryRow { total_mib: number; resident_mib: number; swapped_mib: number; working_set_mib: number | null }
 
-interface ModeRow {
+interface ModeRow extends ProbeFields {
   mode: MigrationMode;
   from: string;
   to: string;
@@ -78,6 +80,7 @@ interface ModeRow {
   stages_ms: Record<string, number> | null;
   postcopy: unknown;
   agile: unknown;
+  switch_timeline: TimelineItem[] | null;
 }
 
 interface WorkloadInfo {
@@ -159,13 +162,13 @@ async function migrateOnce(session: MigrationSession, name: string, mode: Migrat
     const during = m.writerDuring?.pagesPerSec ?? null;
     const row: ModeRow = {
       ...base, to: m.to, outcome: r.outcome, ...(r.error ? { error: r.error } : {}),
-      total_ms: r.totalMs, downtime_ms: r.downtimeMs, bytes: r.bytes, rounds: r.rounds.length, stop_rule: r.stopRule,
+      total_ms: r.totalMs, downtime_ms: r.downtimeMs, ...probeFields(m.probe), bytes: r.bytes, rounds: r.rounds.length, stop_rule: r.stopRule,
       client_gap_ms: m.clientGapMs, game_packets_lost: m.gameLost,
       writer_pages_per_s_during: during,
       throughput_ratio: before && during !== null && before.pagesPerSec > 0 ? round2(during / before.pagesPerSec) : null,
       guest_alive_after: m.guestAliveAfter, memory_verified: m.memoryVerified,
       report_mode: r.mode ?? null, stages_ms: Object.fromEntries(r.stages.map((s) => [s.stage, Math.round(s.durationMs)])),
-      postcopy: r.postcopy ?? null, agile: r.agile ?? null,
+      postcopy: r.postcopy ?? null, agile: r.agile ?? null, switch_timeline: switchTimeline(r, m.probe),
     };
     log(`${name}/${mode}: ${JSON.stringify(row)}`);
     return row;
@@ -175,9 +178,9 @@ async function migrateOnce(session: MigrationSession, name: string, mode: Migrat
     const { alive, memory: verified } = await session.check().catch(() => ({ alive: false, memory: false }));
     return {
       ...base, to: from === 'host-a' ? 'host-b' : 'host-a', outcome: 'error', error,
-      total_ms: null, downtime_ms: null, bytes: null, rounds: null, stop_rule: null, client_gap_ms: null, game_packets_lost: null,
+      total_ms: null, downtime_ms: null, ...probeFields(null), bytes: null, rounds: null, stop_rule: null, client_gap_ms: null, game_packets_lost: null,
       writer_pages_per_s_during: null, throughput_ratio: null,
-      guest_alive_after: alive, memory_verified: verified, report_mode: null, stages_ms: null, postcopy: null, agile: null,
+      guest_alive_after: alive, memory_verified: verified, report_mode: null, stages_ms: null, postcopy: null, agile: null, switch_timeline: null,
     };
   }
 }
@@ -254,7 +257,7 @@ async function main(): Promise<void> {
   if (!values.json) {
     for (const [n, w] of Object.entries(workloads)) {
       for (const [m, r] of Object.entries(w)) {
-        log(`${n.padEnd(5)} ${m.padEnd(8)} ${r.outcome.padEnd(9)} total ${r.total_ms ?? '-'} ms, down ${r.downtime_ms ?? '-'} ms, ${r.bytes !== null ? (r.bytes / 1e6).toFixed(1) : '-'} MB, gap ${r.client_gap_ms ?? '-'} ms, throughput x${r.throughput_ratio ?? '-'}, ${r.guest_alive_after ? 'alive' : 'NOT ALIVE'}, ${r.memory_verified ? 'verified' : 'NOT VERIFIED'}${r.error ? ` (${r.error.code})` : ''}`);
+        log(`${n.padEnd(5)} ${m.padEnd(8)} ${r.outcome.padEnd(9)} total ${r.total_ms ?? '-'} ms, down ${r.downtime_ms ?? '-'} ms, blackout ${r.client_blackout_ms ?? '-'} ms, ${r.bytes !== null ? (r.bytes / 1e6).toFixed(1) : '-'} MB, gap ${r.client_gap_ms ?? '-'} ms, throughput x${r.throughput_ratio ?? '-'}, ${r.guest_alive_after ? 'alive' : 'NOT ALIVE'}, ${r.memory_verified ? 'verified' : 'NOT VERIFIED'}${r.error ? ` (${r.error.code})` : ''}`);
       }
     }
   }

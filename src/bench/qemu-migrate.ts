@@ -2,7 +2,8 @@
 // host-b in the lab (pre-copy over TCP, driven through QMP) and reports QEMU's own figures plus
 // whether the guest still works on the destination. QEMU's riscv64 guest often hangs after
 // migration (see ../shared/notes/anchors.md), so liveness and memory integrity are checked on
-// the destination, never assumed; a hung guest is a result, not an error.
+// the destination, never assumed; a hung guest is a result, not an error. The guest runs the
+// same image as ferry's, so the 1 ms blackout probe watches it the same way from the client host.
 //
 //   node dist/src/bench/qemu-migrate.js [--json] [--case idle|writer] [--rate-mbit N]
 
@@ -17,6 +18,8 @@ import { LabVm } from '../lab/vm-process.js';
 import { ensureGuestImage } from '../guest/image.js';
 import { GUEST_CMDLINE } from '../guest/cmdline.js';
 import { FerryError } from '../errors.js';
+import { BlackoutProbe } from '../lab/probes/probe.js';
+import { GUEST_PROBE_COMMAND, guestProbeTarget, probeFields, type ProbeFields } from '../lab/probes/report.js';
 
 export interface QemuMigrationCase {
   memoryMiB: number;
@@ -25,7 +28,7 @@ export interface QemuMigrationCase {
   bandwidth: number;
 }
 
-export interface QemuMigrationResult {
+export interface QemuMigrationResult extends ProbeFields {
   total_ms: number;
   downtime_ms: number;
   bytes: number;
@@ -43,6 +46,8 @@ const MIGRATION_TIMEOUT_MS = 120_000;
 const ALIVE_TIMEOUT_MS = 10_000;
 const VERIFY_TIMEOUT_MS = 15_000;
 const BOOT_TIMEOUT_MS = 120_000;
+/** As MigrationSession does: the probe watches on a while after the switch. */
+const PROBE_SETTLE_MS = 1500;
 
 type JsonObject = { [k: string]: unknown };
 
@@ -149,6 +154,7 @@ export async function migrateQemu(lab: Lab, c: QemuMigrationCase, log: (s: strin
   const base = { index: 0, memoryMiB: c.memoryMiB, kernel: image.kernel, initramfs: image.initramfs, cmdline: GUEST_CMDLINE };
   const vms: LabVm[] = [];
   const qmps: QmpClient[] = [];
+  let probe: BlackoutProbe | undefined;
   try {
     // Same machine on both sides; only the QMP socket and -incoming differ. (The gateway in the
     // kernel command line follows the host; it lives in the FDT in guest RAM, which the
@@ -178,6 +184,8 @@ export async function migrateQemu(lab: Lab, c: QemuMigrationCase, log: (s: strin
       log(`qemu: writer running on the source (${tail})`);
     }
 
+    await src.exec(GUEST_PROBE_COMMAND, 10_000);
+    probe = await BlackoutProbe.start(guestProbeTarget(src.address), (args) => lab.spawn('client', process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] }));
     await srcQmp.execute('migrate-set-parameters', { 'max-bandwidth': Math.round(c.bandwidth) });
     await srcQmp.execute('migrate', { uri: `tcp:${lab.address('host-b')}:${MIGRATION_PORT}` });
     const deadline = Date.now() + MIGRATION_TIMEOUT_MS;
@@ -203,7 +211,11 @@ export async function migrateQemu(lab: Lab, c: QemuMigrationCase, log: (s: strin
       status,
       guest_alive_after: false,
       memory_verified: false,
+      ...probeFields(null),
     };
+    if (status === 'completed') await waitDestinationRunning(dstQmp, ALIVE_TIMEOUT_MS);
+    await sleep(PROBE_SETTLE_MS);
+    Object.assign(result, probeFields(await probe.stop()));
     if (status !== 'completed') {
       log(`qemu: migration ended '${status}'${info['error-desc'] ? `: ${String(info['error-desc'])}` : ''}`);
       return result;
@@ -243,6 +255,7 @@ export async function migrateQemu(lab: Lab, c: QemuMigrationCase, log: (s: strin
     }
     return result;
   } finally {
+    probe?.kill();
     for (const q of qmps) q.close();
     await Promise.all(vms.map((v) => v.kill()));
     await rm(work, { recursive: true, force: true });

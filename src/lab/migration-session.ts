@@ -1,7 +1,8 @@
 // The operator and the users of a migrating VM, on the lab's client host: boots a guest on
 // host-a through ferryd's API, puts it to work (HTTP, the UDP game stream, a checksummed memory
-// writer), migrates it between the daemons while a client load runs, and checks after every
-// move that the guest is alive and its memory intact. Used by the demo and bench:migrate.
+// writer), migrates it between the daemons while a client load runs and the blackout probe
+// (probes/) watches from its own process, and checks after every move that the guest is alive
+// and its memory intact. Used by the demo and the migration benches.
 
 import { FerryClient } from '../host/client.js';
 import { attachApiConsole, type ApiConsole } from '../host/console-client.js';
@@ -13,6 +14,8 @@ import { HttpLoad, type HttpLoadReport } from '../net/http-load.js';
 import { FerryError } from '../errors.js';
 import type { VmConfig } from '../vm/types.js';
 import type { FerryHost, LabFerrySpec } from './ferry-lab.js';
+import { BlackoutProbe } from './probes/probe.js';
+import { GUEST_PROBE_COMMAND, guestProbeTarget, type ProbeReport } from './probes/report.js';
 
 export interface GuestWork {
   /** memwriter's working set and rate (pages/s); undefined: no writer. `hotMib`: after filling
@@ -78,6 +81,8 @@ export interface MigrationOutcome {
   readonly http: HttpLoadReport | null;
   /** memwriter's throughput during the migration (null: not asked for, no writer, or no reading). */
   readonly writerDuring: WriterThroughput | null;
+  /** What the 1 ms blackout probe saw from before the migration started until after the settling pause. */
+  readonly probe: ProbeReport;
 }
 
 const VM = 'demo';
@@ -119,6 +124,7 @@ export class MigrationSession {
     await this.console.driver.waitFor(GUEST_PROMPT, 600_000);
     const bootS = (performance.now() - t0) / 1000;
     if (work.game) await this.sh('gameserver >/dev/null 2>&1 & true');
+    await this.sh(GUEST_PROBE_COMMAND);
     if (work.writer) {
       const w = work.writer;
       const extra = [
@@ -145,25 +151,32 @@ export class MigrationSession {
 
   /**
    * Moves the VM to the other host through the daemons' API (a token from the destination, the
-   * migrate request to the source), with the game stream watched around it, then checks the
+   * migrate request to the source), with the game stream and the blackout probe (its own
+   * process) watching from before the request until 1.5 s after the report, then checks the
    * guest on its new host (or on the old one, if the migration failed).
    */
   async migrate(opts: MigrateOptions = {}, during?: (id: string) => Promise<void>, measure: MeasureOptions = {}): Promise<MigrationOutcome> {
     const from = this.where;
     const to: FerryHost = from === 'host-a' ? 'host-b' : 'host-a';
     const game = this.work.game ? await GameClient.start({ host: this.address }) : undefined;
-    if (game) await game.waitForPackets(20, 30_000);
-    this.http?.take();
-    const writerMark = measure.writer && this.work.writer ? await this.writerMark().catch(() => null) : null;
-    let report: MigrationReport;
+    let probe: BlackoutProbe | undefined;
     try {
-      const id = await this.startMigration(opts);
-      await during?.(id);
-      report = await this.awaitReport(from, id);
+      if (game) await game.waitForPackets(20, 30_000);
+      probe = await BlackoutProbe.start(guestProbeTarget(this.address));
+      return await this.migrateWatched(from, to, opts, during, measure, probe, game);
     } catch (e) {
       await game?.stop().catch(() => undefined);
+      probe?.kill();
       throw e;
     }
+  }
+
+  private async migrateWatched(from: FerryHost, to: FerryHost, opts: MigrateOptions, during: ((id: string) => Promise<void>) | undefined, measure: MeasureOptions, probe: BlackoutProbe, game: GameClient | undefined): Promise<MigrationOutcome> {
+    this.http?.take();
+    const writerMark = measure.writer && this.work.writer ? await this.writerMark().catch(() => null) : null;
+    const id = await this.startMigration(opts);
+    await during?.(id);
+    const report = await this.awaitReport(from, id);
     this.log(`${from} -> ${to}: ${report.outcome} in ${report.totalMs} ms, downtime ${report.downtimeMs ?? '-'} ms, ${(report.bytes / 1e6).toFixed(1)} MB, ${report.rounds.length} rounds, stop rule ${report.stopRule ?? '-'}`);
     if (report.outcome === 'completed') {
       this.where = to;
@@ -174,8 +187,9 @@ export class MigrationSession {
     const writerDuring = writerMark !== null
       ? await this.writerThroughput(writerMark).catch((e: unknown) => { this.log(`memwriter throughput unreadable: ${e instanceof Error ? e.message : String(e)}`); return null; })
       : null;
-    // Let the stream settle so a gap right after the switch is inside the window.
+    // Let the streams settle so a gap right after the switch is inside the window.
     await sleep(1500);
+    const probeReport = await probe.stop();
     const gameReport = game ? await game.stop() : undefined;
     const http = this.http?.take() ?? null;
     const { alive, memory } = await this.check();
@@ -183,7 +197,7 @@ export class MigrationSession {
       from, to, report, guestAliveAfter: alive, memoryVerified: memory,
       clientGapMs: gameReport ? Math.round(gameReport.maxGapMs) : null,
       gameLost: gameReport ? gameReport.lost : null,
-      http, writerDuring,
+      http, writerDuring, probe: probeReport,
     };
   }
 

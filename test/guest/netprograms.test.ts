@@ -151,6 +151,35 @@ test('netserver: stream sends the n % 251 pattern until the client leaves', asyn
   }
 });
 
+test('netserver: --udp-echo sends each datagram back; a paced stream writes one chunk per interval', async () => {
+  const [udp, stream] = [await freePort('udp'), await freePort('tcp')];
+  const g = startGuest('netserver', ['--udp-echo', String(udp), '--stream', String(stream), '--stream-interval-ms', '20', '--stream-chunk', '100']);
+  const sock = createSocket('udp4');
+  try {
+    await g.waitFor(new RegExp(`^netserver: ready stream=${stream} udp-echo=${udp}$`, 'm'));
+    const got = new Set<string>();
+    sock.on('message', (m) => got.add(m.toString()));
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+    for (let i = 0; i < 50; i++) sock.send(`probe-${i}`, udp, '127.0.0.1');
+    for (const deadline = Date.now() + 10_000; got.size < 50 && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual([...got].sort(), Array.from({ length: 50 }, (_, i) => `probe-${i}`).sort());
+
+    // Paced: the pattern continues across chunks of at most 100 bytes, about one per 20 ms.
+    const s = await tcpConnect(stream);
+    const chunks: Buffer[] = [];
+    s.on('data', (b: Buffer) => chunks.push(b));
+    await new Promise((r) => setTimeout(r, 1000));
+    s.destroy();
+    const all = Buffer.concat(chunks);
+    assert.ok(all.every((b, i) => b === i % 251), 'the n % 251 pattern');
+    // One chunk per 20 ms tick: far below what an unpaced stream sends in a second.
+    assert.ok(all.length >= 100 && all.length <= 100 * 60, `${all.length} bytes in 1 s at 100 bytes per 20 ms`);
+  } finally {
+    sock.close();
+    assert.equal(await stopGuest(g), 0, g.out());
+  }
+});
+
 test('netserver: sink counts every byte and reports when the peer closes', async () => {
   const port = await freePort('tcp');
   const g = startGuest('netserver', ['--sink', String(port)]);
