@@ -5,6 +5,7 @@
 import type { VmState } from './lifecycle.js';
 import type { GuestMemory } from '../machine/memory/guest-memory.js';
 import type { MachineState } from '../machine/boot/machine.js';
+import type { ThrottleStats, VcpuThrottle } from '../machine/boot/throttle.js';
 import type { FaultStats, PageSupplier } from './paging/page-server.js';
 import type { VmMemoryStats } from './paging/vm-paging.js';
 
@@ -112,6 +113,8 @@ export interface MigratableVm extends VmHandle {
   beginMigrationOut(to: string): Promise<void>;
   harvestDirtyLog(): Promise<Uint8Array>;
   freeze(): Promise<FrozenVm>;
+  /** Slows the vCPU while a migration's rounds do not converge (null: full speed again). */
+  throttle(setting: VcpuThrottle | null): Promise<ThrottleStats>;
   endMigrationOut(outcome: { committed: true } | { committed: false; error: string; frozen: boolean }): Promise<void>;
   loadMigratedState(state: MachineState): Promise<void>;
   activate(): Promise<void>;

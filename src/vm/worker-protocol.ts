@@ -3,6 +3,7 @@
 
 import type { MemoryLayout } from '../machine/memory/guest-memory.js';
 import type { Eviction, MachineState } from '../machine/boot/machine.js';
+import type { ThrottleStats, VcpuThrottle } from '../machine/boot/throttle.js';
 import type { VmConfig } from './types.js';
 
 /** workerData. A standby (worker-pool.ts) also starts its NIC's TAP thread while it waits. */
@@ -56,7 +57,9 @@ export type WorkerRequest =
   /** Takes pages out of RAM between two slices, marked absent with `mark` (see src/vm/paging). */
   | { readonly type: 'evict'; readonly id: number; readonly pages: readonly number[]; readonly mark: number }
   /** Counts pages dirtied per interval (the writable working set over time). */
-  | { readonly type: 'wws'; readonly id: number; readonly intervalMs: number; readonly samples: number };
+  | { readonly type: 'wws'; readonly id: number; readonly intervalMs: number; readonly samples: number }
+  /** Slows the vCPU (a non-converging migration) or, with null, lets it run freely. */
+  | { readonly type: 'throttle'; readonly id: number; readonly setting: VcpuThrottle | null };
 
 export type WorkerRequestType = WorkerRequest['type'];
 
@@ -90,6 +93,7 @@ export interface ReplyResults {
   thaw: undefined;
   'load-state': undefined;
   wws: { readonly dirtyPages: readonly number[]; readonly intervalMs: readonly number[] };
+  throttle: ThrottleStats;
 }
 
 export type WorkerReply =

@@ -31,6 +31,7 @@ import type { UartState } from '../devices/uart16550.js';
 import type { GoldfishRtcState } from '../devices/goldfish-rtc.js';
 import { DeviceStateError } from '../devices/errors.js';
 import { checkArray, checkBool, checkU64, checkUint } from '../state-check.js';
+import { RunThrottle, type ThrottleStats, type VcpuThrottle } from './throttle.js';
 
 /** ISA advertised to the guest. Sstc lets Linux program its timer without SBI calls. */
 export const GUEST_ISA = ['i', 'm', 'a', 'f', 'd', 'c', 'zicsr', 'zifencei', 'zicntr', 'sstc'];
@@ -159,6 +160,9 @@ export class Machine {
   readonly virtio: VirtioMmio[];
   private exit: MachineExit | undefined;
   private wake: (() => void) | undefined;
+  /** Ends a throttle stall early: pause, stop and a new setting must not wait for it. */
+  private wakeStall: (() => void) | undefined;
+  private readonly throttle = new RunThrottle();
   private running = false;
   private pauseRequested = false;
   private readonly sbiInMachine: boolean;
@@ -264,6 +268,25 @@ export class Machine {
     if (!this.exit) this.exit = exit;
     this.vcpu.exports.requestExit();
     this.kick();
+    this.endStall();
+  }
+
+  private endStall(): void {
+    const w = this.wakeStall;
+    this.wakeStall = undefined;
+    w?.();
+  }
+
+  /**
+   * Slows the vCPU (a migration that does not converge; see throttle.ts), or with undefined lets
+   * it run freely again. Returns the throttle's figures so far. Interrupts do not end a stall:
+   * a guest woken by its NIC would otherwise outrun the throttle.
+   */
+  setThrottle(t: VcpuThrottle | undefined): ThrottleStats {
+    const now = performance.now();
+    this.throttle.set(t, now);
+    this.endStall();
+    return this.throttle.stats(now);
   }
 
   /** Wakes the loop from a WFI sleep (a device raised an interrupt). */
@@ -291,6 +314,7 @@ export class Machine {
     }
     this.pauseRequested = true;
     this.kick();
+    this.endStall();
   }
 
   /**
@@ -372,7 +396,10 @@ export class Machine {
           this.clock.freeze();
           return { kind: 'paused' };
         }
+        const sliceStart = performance.now();
         const reason = this.vcpu.run(SLICE);
+        // Taken after every slice so a count never spans a throttle's setting.
+        const dirtied = this.vcpu.exports.takeNewlyDirty();
         switch (reason) {
           case ExitReason.Sbi: {
             const outcome = this.sbi!.handleEcall();
@@ -405,7 +432,13 @@ export class Machine {
             break;
         }
         this.rtc.poll();
-        const now = performance.now();
+        let now = performance.now();
+        const stall = this.throttle.afterSlice(now, now - sliceStart, dirtied);
+        if (stall > 0 && !this.exit && !this.pauseRequested) {
+          await this.stallFor(stall);
+          now = performance.now();
+          lastYield = now;
+        }
         const asked = this.attention !== undefined && Atomics.exchange(this.attention, 0, 0) !== 0;
         if (asked || now - lastYield >= YIELD_MS) {
           await yieldToEventLoop();
@@ -541,6 +574,16 @@ export class Machine {
     if (this.running) {
       throw new MachineStateError('MACHINE_RUNNING', `cannot ${what} a running machine: pause() it and wait for run() to return first`);
     }
+  }
+
+  /** A throttle's stall: the event loop runs meanwhile (requests, timers, device I/O). */
+  private async stallFor(ms: number): Promise<void> {
+    const t0 = performance.now();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => { this.wakeStall = undefined; resolve(); }, ms);
+      this.wakeStall = () => { clearTimeout(timer); resolve(); };
+    });
+    this.throttle.stalled(performance.now() - t0);
   }
 
   private async sleepUntilInterrupt(): Promise<void> {
