@@ -247,6 +247,7 @@ export class FakeSourceVm implements MigrationSource {
     const now = performance.now();
     if (now < this.stallUntil) {
       this.ticksStalled++;
+      this.throttler.stalled(tickMs);
       return;
     }
     let dirtied = 0;
@@ -257,10 +258,7 @@ export class FakeSourceVm implements MigrationSource {
       this.writePage(page, r < zeroPercent ? 'zero' : r < zeroPercent + (100 - zeroPercent) / 2 ? 'text' : 'random');
     }
     const stall = this.throttler.afterSlice(now, tickMs, dirtied);
-    if (stall > 0) {
-      this.stallUntil = now + stall;
-      this.throttler.stalled(stall);
-    }
+    if (stall > 0) this.stallUntil = now + stall;
   }
 
   private fill(page: number, kind: PageKind): void {
