@@ -91,6 +91,15 @@ test('--on-timeout force: stops and copies now, and the report says the limit wa
   assertSameRam(target.ram, frozenImage(vm));
 });
 
+test('--on-timeout force in hybrid mode stops and copies: no post-copy', T, async () => {
+  const { vm, report, target } = await migrate({ guest: FAST_GUEST, sender: { ...DEADLINE_SENDER, mode: 'hybrid', timeout: { afterMs: 150, strategy: 'force' } } });
+  assert.equal(report.outcome, 'completed', describe(report));
+  assert.equal(report.stopRule, 'timeout');
+  assert.equal(report.postcopy, undefined);
+  assert.ok(target);
+  assertSameRam(target.ram, frozenImage(vm));
+});
+
 test('--on-timeout postcopy: switches to post-copy now', T, async () => {
   const { vm, report, target } = await migrate({ guest: FAST_GUEST, sender: { ...DEADLINE_SENDER, timeout: { afterMs: 150, strategy: 'postcopy' } } });
   assert.equal(report.outcome, 'completed', describe(report));

@@ -291,7 +291,7 @@ export class PrecopySender {
     }
     // Post-copy when asked, for hybrid and Agile when the rounds did not converge, or when the
     // deadline said so.
-    const postcopy = needs.postcopy === 'always' || (needs.postcopy === 'unless-converged' && !converged) || this.control.cut === 'postcopy';
+    const postcopy = needs.postcopy === 'always' || (needs.postcopy === 'unless-converged' && !converged && this.control.cut !== 'force') || this.control.cut === 'postcopy';
 
     // Evictions' writes (the swap-out's, the policy's last) ran alongside the rounds. The switch
     // tells the destination which pages to read from the device, so they must be there first.
