@@ -10,7 +10,12 @@ import { fixedRate } from '../../src/migration/precopy/rate.js';
 import type { SenderOptions } from '../../src/migration/engine/sender.js';
 import type { MigrationProgress } from '../../src/migration/engine/report.js';
 import { estimatePrecopy } from '../../src/migration/precopy/estimate.js';
-import { MiB, assertSameRam, assertSourceKeptVm, assertTargetDiscarded, describe, frozenImage, migrate } from './harness.js';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { PrecopySender } from '../../src/migration/engine/sender.js';
+import { FrameDecoder, FrameEncoder } from '../../src/migration/protocol/codec.js';
+import type { ProtocolMessage } from '../../src/migration/protocol/messages.js';
+import { FakeSourceVm, FakeTargetHost } from './fake-vm.js';
+import { MiB, assertSameRam, assertSourceKeptVm, assertTargetDiscarded, describe, frozenImage, live, migrate } from './harness.js';
 
 const T = { timeout: 20_000 };
 
@@ -143,4 +148,43 @@ test('estimatePrecopy: rounds shrink by the dirty rate over the bandwidth until 
   // A guest as fast as the link: the planner's round budget bounds the estimate.
   const flat = estimatePrecopy({ bandwidth: 4096_000, lastRound: { ...round, dirtyRate: 8192_000 }, pagesRemaining: 0, pageSize: 4096, downtimeLimitMs: 200, roundsLeft: 3 });
   assert.equal(flat.etaMs, 2000);
+});
+
+test('--on-timeout postcopy to a version-1 destination is refused before anything is reserved', T, async () => {
+  const vm = new FakeSourceVm({ pagesPerTick: 2 });
+  live.add(vm);
+  const host = new FakeTargetHost();
+  const token = host.issuer.issue();
+  const seen: ProtocolMessage[] = [];
+  const sockets: Socket[] = [];
+  // A hand-driven destination that speaks only version 1: the handshake, then it listens.
+  const server = createServer((s) => {
+    sockets.push(s);
+    s.on('error', () => undefined);
+    const enc = new FrameEncoder();
+    const dec = new FrameDecoder();
+    let challenge: ReturnType<typeof host.issuer.challenge> | undefined;
+    s.on('data', (b: Buffer) => dec.push(b, (m) => {
+      seen.push(m);
+      if (m.type === 'Hello') {
+        challenge = host.issuer.challenge(1, m.tokenId, m.sourceNonce);
+        s.write(enc.encode({ type: 'Challenge', versions: { min: 1, max: 1 }, version: 1, destinationNonce: challenge.transcript.destinationNonce }));
+      } else if (m.type === 'Auth' && challenge) {
+        s.write(enc.encode({ type: 'AuthOk', proof: host.issuer.verify(challenge, m.proof) }));
+      }
+    }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const port = (server.address() as AddressInfo).port;
+    const report = await new PrecopySender({ source: vm, host: '127.0.0.1', port, token, timeout: { afterMs: 60_000, strategy: 'postcopy' } }).run();
+    assert.equal(report.outcome, 'failed', describe(report));
+    assert.equal(report.error?.code, 'MIGRATION_UNSUPPORTED');
+    assert.match(report.error?.message ?? '', /--on-timeout postcopy needs protocol version 2/);
+    assert.ok(!seen.some((m) => m.type === 'Config'), 'no Config was sent');
+    assert.equal(vm.state, 'running');
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
 });

@@ -217,8 +217,11 @@ export class PrecopySender {
     const swapOutCold = source.swapOutCold?.bind(source);
     if (needs.swap && !swapOutCold) throw new MigrationError('MIGRATION_UNSUPPORTED', 'this VM cannot swap out: Agile migration needs a swap device');
     const swapped = () => mem.absent.some((a) => a === ABSENT_SWAP);
-    if ((needs.postcopy || needs.swap || swapped()) && this.version < POSTCOPY_VERSION) {
-      throw new MigrationError('MIGRATION_UNSUPPORTED', `${needs.postcopy ? `${this.mode} migration` : 'a VM with pages on its swap device'} needs protocol version ${POSTCOPY_VERSION}; the destination speaks ${this.version}`);
+    if ((needs.postcopy !== 'never' || needs.swap || swapped()) && this.version < POSTCOPY_VERSION) {
+      throw new MigrationError('MIGRATION_UNSUPPORTED', `${needs.postcopy !== 'never' ? `${this.mode} migration` : 'a VM with pages on its swap device'} needs protocol version ${POSTCOPY_VERSION}; the destination speaks ${this.version}`);
+    }
+    if (this.opts.timeout?.strategy === 'postcopy' && this.version < POSTCOPY_VERSION) {
+      throw new MigrationError('MIGRATION_UNSUPPORTED', `--on-timeout postcopy needs protocol version ${POSTCOPY_VERSION}; the destination speaks ${this.version}`);
     }
     this.tracker.move({ kind: 'reservation' });
     await ch.send(configMessage(source.config));
@@ -261,9 +264,6 @@ export class PrecopySender {
     await ch.expect(['Reserved'], this.timeouts.reserveMs, 'reservation');
 
     if (firstPlan) {
-      if (this.opts.timeout?.strategy === 'postcopy' && this.version < POSTCOPY_VERSION) {
-        throw new MigrationError('MIGRATION_UNSUPPORTED', `--on-timeout postcopy needs protocol version ${POSTCOPY_VERSION}; the destination speaks ${this.version}`);
-      }
       let plan = firstPlan;
       for (;;) {
         this.tracker.move({ kind: 'precopy', round: plan.round });
