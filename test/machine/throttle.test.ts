@@ -38,6 +38,12 @@ test('dirty-limit: a token bucket of newly dirtied pages, 20 ms deep', () => {
   assert.equal(t.afterSlice(52, 1, 0), 0, 'paid');
   assert.equal(t.afterSlice(3000, 1, 0), 0, 'idle time refills only up to the burst');
   assert.ok(t.afterSlice(3001, 1, 21) > 0);
+  // A debt over the cap is paid in several stalls, asked for with nothing run in between.
+  t.set({ kind: 'dirty-limit', pagesPerSecond: 100 }, 10_000);
+  assert.equal(t.afterSlice(10_000, 1, 232), MAX_STALL_MS, '230 pages over: 2.3 s');
+  assert.equal(t.afterSlice(11_000, 0, 0), MAX_STALL_MS);
+  assert.equal(t.afterSlice(12_000, 0, 0), 300);
+  assert.equal(t.afterSlice(12_300, 0, 0), 0);
 });
 
 test('bad settings are refused', () => {
