@@ -244,6 +244,7 @@ export class PrecopySender {
       ...(this.opts.minPages !== undefined ? { minPages: this.opts.minPages } : {}),
       ...(this.opts.maxSentFactor !== undefined ? { maxSentFactor: this.opts.maxSentFactor } : {}),
       holdNoProgress: () => this.control.converger.canTighten,
+      transferTargetMs: () => this.control.converger.transferTargetMs,
     });
     this.planner = planner;
     this.destNonZero = new Uint8Array(mem.pageCount);

@@ -6,8 +6,9 @@
 //  - auto-converge (QEMU): the vCPU sleeps 20 % of its time, then 10 points more after every
 //    round that still dirtied over half of what it sent, up to 99 %.
 //  - dirty-limit (QEMU's dirty-limit): the vCPU stalls once it has dirtied more than a budget
-//    of pages/s. The budget is the dirtying the next round can absorb and still end inside the
-//    downtime limit; a round that misses it halves the budget.
+//    of pages/s. The budget is the dirtying the next round can absorb and still leave a set
+//    that sends in a third of the downtime limit; a round that misses it halves the budget.
+// While either can still tighten, pre-copy waits for that third (transferTargetMs).
 //
 // When to engage is QEMU's rule: two rounds in a row in which the guest dirtied more than half
 // of what the round sent.
@@ -29,11 +30,12 @@ const TRIGGER_ROUNDS = 2;
 const CPU_INITIAL = 20;
 const CPU_STEP = 10;
 const CPU_MAX = 99;
-/** The dirty-limit aims each round at this share of the downtime limit: the `downtime` rule
- * counts only the pages' transfer, while the pause also holds the freeze, the commit and the
- * activation, and devices dirty pages the hart's count does not see. At a half, the fast writer
- * paused 363 ms against 300 in one run of three. */
-const DIRTY_TARGET_SHARE = 1 / 3;
+/** While a throttle is on and can still tighten, pre-copy ends only once the last set's
+ * transfer fits this share of the downtime limit, and the dirty-limit aims its budget there:
+ * the `downtime` rule counts only the transfer, while the pause also holds the freeze, the
+ * commit and the activation (60-400 ms on the shared lab machine). With the whole limit for the
+ * transfer, the fast writer paused 326-615 ms against 300. */
+const TRANSFER_SHARE = 1 / 3;
 /** Halvings of the dirty-limit budget before it counts as exhausted (1/64 of its first value). */
 const DIRTY_MAX_TIGHTEN = 6;
 /** Below this the guest is as good as stopped: the budget does not go lower. */
@@ -81,6 +83,12 @@ export class Converger {
     return this.state.kind === 'engaged' ? this.state.setting : undefined;
   }
 
+  /** The transfer time the planner's `downtime` rule should accept now (rounds.ts). */
+  get transferTargetMs(): number {
+    const L = this.opts.downtimeLimitMs;
+    return this.state.kind === 'engaged' && this.canTighten ? L * TRANSFER_SHARE : L;
+  }
+
   /** Whether slowing the guest further is still possible: until then a plateau of rounds is
    * the throttle's work in progress, not a reason to give up (rounds.ts holds no-progress). */
   get canTighten(): boolean {
@@ -120,9 +128,9 @@ export class Converger {
       s.peakPercent = Math.max(s.peakPercent, s.setting.percent);
       return s.setting;
     }
-    // A throttled round that still left more than the limit allows: the budget was too loose.
-    const limitPages = bandwidth !== undefined ? (bandwidth * this.opts.downtimeLimitMs) / 1000 / this.opts.pageSize : 0;
-    if (row.pagesDirtied > limitPages && s.tightened < DIRTY_MAX_TIGHTEN) s.tightened++;
+    // A throttled round that still left more than the target: the budget was too loose.
+    const targetPages = bandwidth !== undefined ? (bandwidth * this.opts.downtimeLimitMs * TRANSFER_SHARE) / 1000 / this.opts.pageSize : 0;
+    if (row.pagesDirtied > targetPages && s.tightened < DIRTY_MAX_TIGHTEN) s.tightened++;
     s.setting = { kind: 'dirty-limit', pagesPerSecond: this.budget(bandwidth, nextPages, s.tightened) };
     s.minBudget = Math.min(s.minBudget, s.setting.pagesPerSecond);
     return s.setting;
@@ -151,13 +159,13 @@ export class Converger {
 
   /**
    * The dirty rate (pages/s) at which the next round, sending `nextPages` at `bandwidth`, leaves
-   * DIRTY_TARGET_SHARE of the downtime limit's worth of pages: with T the round's time and L the
+   * TRANSFER_SHARE of the downtime limit's worth of pages: with T the round's time and L the
    * target, budget x T = bandwidth x L, so budget = bandwidth x L / T, halved `tightened` times.
    */
   private budget(bandwidth: number | undefined, nextPages: number, tightened: number): number {
     const bw = bandwidth !== undefined && bandwidth > 0 ? bandwidth / this.opts.pageSize : 0;
     if (bw === 0) return DIRTY_FLOOR_PAGES_PER_S;
-    const targetS = (this.opts.downtimeLimitMs / 1000) * DIRTY_TARGET_SHARE;
+    const targetS = (this.opts.downtimeLimitMs / 1000) * TRANSFER_SHARE;
     const roundS = Math.max(targetS, nextPages / bw);
     const budget = (bw * targetS) / roundS / 2 ** tightened;
     return Math.max(DIRTY_FLOOR_PAGES_PER_S, Math.round(budget));

@@ -34,6 +34,10 @@ export interface PlannerOptions {
   /** While this says true, no-progress does not fire: something is still slowing the guest
    * (converge.ts), and rounds that have not gained yet are its work in progress. */
   holdNoProgress?: () => boolean;
+  /** The transfer time (ms) the `downtime` rule accepts, asked at each round's end; default
+   * the whole limit. A throttle that can still slow the guest asks for less, leaving the rest
+   * of the pause to the switch's fixed costs (converge.ts). */
+  transferTargetMs?: () => number;
 }
 
 export interface RoundPlan {
@@ -113,6 +117,7 @@ export class PrecopyPlanner {
   private stopRule: StopRule | undefined;
   private stopAfter = 0;
   private readonly holdNoProgress: (() => boolean) | undefined;
+  private readonly transferTargetMs: (() => number) | undefined;
 
   constructor(opts: PlannerOptions) {
     const intOpt = (name: string, v: number, min: number): number => {
@@ -132,6 +137,7 @@ export class PrecopyPlanner {
     if (!(this.noProgressShrink >= 0 && this.noProgressShrink < 1)) throw new RangeError(`noProgressShrink must be in [0, 1), got ${this.noProgressShrink}`);
     this.rate = new RateController(opts.rate ?? DEFAULT_DYNAMIC_RATE);
     this.holdNoProgress = opts.holdNoProgress;
+    this.transferTargetMs = opts.transferTargetMs;
     this.skipped = new Uint8Array(this.pageCount);
   }
 
@@ -295,7 +301,8 @@ export class PrecopyPlanner {
   private decide(remaining: number): StopRule | undefined {
     // The measured bandwidth is the paced pre-copy rate, while stop-and-copy runs unpaced,
     // so this estimate errs on the long side: the real pause should come in under it.
-    if (this.estimateDowntimeMs(remaining) <= this.downtimeLimitMs) return 'downtime';
+    const target = Math.min(this.downtimeLimitMs, this.transferTargetMs?.() ?? this.downtimeLimitMs);
+    if (this.estimateDowntimeMs(remaining) <= target) return 'downtime';
     if (remaining < this.minPages) return 'min-pages';
     if (this.noProgress() && !this.holdNoProgress?.()) return 'no-progress';
     if (this.totalBytes > this.maxSentFactor * this.ramBytes) return 'sent-3x-memory';
