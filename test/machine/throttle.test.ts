@@ -60,10 +60,13 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 interface Guest { machine: Machine; running: Promise<unknown> }
 
-function boot(writes: boolean): Guest {
+/** What the guest does (throttle-loop.S's a0). */
+type Work = 'compute' | 'write' | 'write-and-sleep';
+
+function boot(work: Work): Guest {
   const elf = new Uint8Array(readFileSync(buildBareProgram('throttle-loop', [join(bareDir, 'throttle-loop.S')])));
   const machine = new Machine({ ramBytes: 64 << 20, console: { write() {}, onInput() {} }, boot: { kind: 'bare', elf } });
-  machine.vcpu.setX(10, writes ? 1n : 0n);
+  machine.vcpu.setX(10, work === 'compute' ? 0n : work === 'write' ? 1n : 2n);
   return { machine, running: machine.run() };
 }
 
@@ -86,8 +89,8 @@ async function window(g: Guest, setting: VcpuThrottle | undefined): Promise<Prog
 }
 
 /** Alternates free and throttled windows (twice each) so a busy host slows both alike. */
-async function compare(writes: boolean, setting: VcpuThrottle): Promise<{ free: Progress; slow: Progress }> {
-  const g = boot(writes);
+async function compare(work: Work, setting: VcpuThrottle): Promise<{ free: Progress; slow: Progress }> {
+  const g = boot(work);
   const free = { instructions: 0, pages: 0, ms: 0, stalledMs: 0 };
   const slow = { instructions: 0, pages: 0, ms: 0, stalledMs: 0 };
   try {
@@ -108,7 +111,7 @@ async function compare(writes: boolean, setting: VcpuThrottle): Promise<{ free: 
 }
 
 test('the cpu throttle at 50% takes about half of a guest\'s instructions', async () => {
-  const { free, slow } = await compare(false, { kind: 'cpu', percent: 50 });
+  const { free, slow } = await compare('compute', { kind: 'cpu', percent: 50 });
   const ratio = slow.instructions / free.instructions;
   assert.ok(free.instructions > 0);
   assert.equal(free.stalledMs, 0);
@@ -118,7 +121,7 @@ test('the cpu throttle at 50% takes about half of a guest\'s instructions', asyn
 
 test('the dirty limit holds a writer near its budget', async () => {
   const budget = 2000;
-  const { free, slow } = await compare(true, { kind: 'dirty-limit', pagesPerSecond: budget });
+  const { free, slow } = await compare('write', { kind: 'dirty-limit', pagesPerSecond: budget });
   // A slice dirties at most the writer's 512-page window before the loop looks; the bucket then
   // owes it and the stalls pay it back, so two windows overshoot by at most a slice each.
   const allowed = (budget * slow.ms) / 1000 + 2 * 512;
@@ -126,8 +129,16 @@ test('the dirty limit holds a writer near its budget', async () => {
   assert.ok(free.pages > 2 * allowed, `the free writer dirtied ${free.pages} pages: the limit did bite`);
 });
 
+test('the dirty limit also holds a writer that sleeps between batches (its slices end in WFI)', async () => {
+  const budget = 1000;
+  const { free, slow } = await compare('write-and-sleep', { kind: 'dirty-limit', pagesPerSecond: budget });
+  const allowed = (budget * slow.ms) / 1000 + 2 * 64;
+  assert.ok(slow.pages <= allowed, `${slow.pages} pages dirtied throttled, budget ${Math.round(allowed)}`);
+  assert.ok(free.pages > 2 * allowed, `the free writer dirtied ${free.pages} pages: the limit did bite`);
+});
+
 test('the dirty limit leaves a guest that does not write at full speed', async () => {
-  const { free, slow } = await compare(false, { kind: 'dirty-limit', pagesPerSecond: 16 });
+  const { free, slow } = await compare('compute', { kind: 'dirty-limit', pagesPerSecond: 16 });
   assert.equal(slow.stalledMs, 0, 'never stalled');
   const ratio = slow.instructions / free.instructions;
   assert.ok(ratio > 0.6, `throttled/free instructions ${ratio.toFixed(2)}`);

@@ -398,8 +398,10 @@ export class Machine {
         }
         const sliceStart = performance.now();
         const reason = this.vcpu.run(SLICE);
-        // Taken after every slice so a count never spans a throttle's setting.
-        const dirtied = this.vcpu.exports.takeNewlyDirty();
+        // Charged for every slice, however it ended: a writer that sleeps between batches ends
+        // its slices in WFI.
+        const sliceEnd = performance.now();
+        const stall = this.throttle.afterSlice(sliceEnd, sliceEnd - sliceStart, this.vcpu.exports.takeNewlyDirty());
         switch (reason) {
           case ExitReason.Sbi: {
             const outcome = this.sbi!.handleEcall();
@@ -408,6 +410,7 @@ export class Machine {
             break;
           }
           case ExitReason.Wfi:
+            await this.payThrottle(stall);
             await this.sleepUntilInterrupt();
             lastYield = performance.now();
             continue;
@@ -422,6 +425,7 @@ export class Machine {
             } catch (e) {
               this.finish({ kind: 'memory-lost', reason: e instanceof Error ? e.message : String(e) });
             }
+            await this.payThrottle(stall);
             lastYield = performance.now();
             continue;
           }
@@ -432,17 +436,11 @@ export class Machine {
             break;
         }
         this.rtc.poll();
-        let now = performance.now();
-        // A debt longer than one stall (a slice that dirtied far over the budget) is paid in
-        // full before the next slice: running one between two capped stalls would let the
-        // guest outrun its budget.
-        let stall = this.throttle.afterSlice(now, now - sliceStart, dirtied);
-        while (stall > 0 && !this.exit && !this.pauseRequested) {
-          await this.stallFor(stall);
-          now = performance.now();
-          lastYield = now;
-          stall = this.throttle.afterSlice(now, 0, 0);
+        if (stall > 0) {
+          await this.payThrottle(stall);
+          lastYield = performance.now();
         }
+        const now = performance.now();
         const asked = this.attention !== undefined && Atomics.exchange(this.attention, 0, 0) !== 0;
         if (asked || now - lastYield >= YIELD_MS) {
           await yieldToEventLoop();
@@ -580,14 +578,24 @@ export class Machine {
     }
   }
 
-  /** A throttle's stall: the event loop runs meanwhile (requests, timers, device I/O). */
-  private async stallFor(ms: number): Promise<void> {
-    const t0 = performance.now();
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => { this.wakeStall = undefined; resolve(); }, ms);
-      this.wakeStall = () => { clearTimeout(timer); resolve(); };
-    });
-    this.throttle.stalled(performance.now() - t0);
+  /**
+   * A throttle's stall, `ms` first: the event loop runs meanwhile (requests, timers, device
+   * I/O). A debt longer than one stall (a slice that dirtied far over the budget) is paid in full
+   * before the next slice: running one between two capped stalls would let the guest outrun its
+   * budget.
+   */
+  private async payThrottle(ms: number): Promise<void> {
+    let stall = ms;
+    while (stall > 0 && !this.exit && !this.pauseRequested) {
+      const t0 = performance.now();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => { this.wakeStall = undefined; resolve(); }, stall);
+        this.wakeStall = () => { clearTimeout(timer); resolve(); };
+      });
+      const t1 = performance.now();
+      this.throttle.stalled(t1 - t0);
+      stall = this.throttle.afterSlice(t1, 0, 0);
+    }
   }
 
   private async sleepUntilInterrupt(): Promise<void> {
