@@ -28,7 +28,8 @@ import { fileURLToPath } from 'node:url';
 import { Lab, type NbdServer } from '../lab/lab.js';
 import { ensureGuestImage } from '../guest/image.js';
 import { labSpecFromEnv, runOnClient, startLabDaemons, type LabFerrySpec } from '../lab/ferry-lab.js';
-import { MigrationSession, type GuestWork, type MigrationMode, type VmMemoryView, type WriterThroughput } from '../lab/migration-session.js';
+import { MigrationSession, type GuestWork, type MigrateOptions, type MigrationMode, type VmMemoryView, type WriterThroughput } from '../lab/migration-session.js';
+import { CONVERGE_METHODS, isConvergeMethod as isThrottle, type ConvergeMethod as Throttle } from '../migration/precopy/converge.js';
 import type { MigrationReport } from '../migration/engine/report.js';
 import { probeFields, type ProbeFields } from '../lab/probes/report.js';
 import { switchTimeline, type TimelineItem } from '../lab/probes/timeline.js';
@@ -81,6 +82,8 @@ interface ModeRow extends ProbeFields {
   postcopy: unknown;
   agile: unknown;
   switch_timeline: TimelineItem[] | null;
+  /** Pre-copy's throttle (report.throttle): null when it never engaged. */
+  throttle: unknown;
 }
 
 interface WorkloadInfo {
@@ -111,7 +114,7 @@ function errorOf(e: unknown): { code: string; message: string } {
 }
 
 /** Client host: one workload, all modes. Prints one JSON line (ClientOut). */
-async function clientWorkload(name: string, modes: readonly MigrationMode[], swap: string | undefined): Promise<void> {
+async function clientWorkload(name: string, modes: readonly MigrationMode[], swap: string | undefined, throttle: Throttle | undefined): Promise<void> {
   const w = WORKLOADS[name]!;
   const info: WorkloadInfo = { link_mbit: w.linkMbit, writer: w.work.writer ?? null, swap_device: swap ?? null, boot_s: {}, memory_settled: {} };
   const rows: ModeRow[] = [];
@@ -136,7 +139,7 @@ async function clientWorkload(name: string, modes: readonly MigrationMode[], swa
         const memory = memoryRow(await session.vmMemory().catch(() => null));
         info.memory_settled[g.vm] ??= memory;
         log(`${name}/${mode}: ${session.host} -> ...; memory ${memory ? JSON.stringify(memory) : 'not reported'}${before ? `, memwriter ${before.pagesPerSec} pages/s` : ''}`);
-        rows.push(await migrateOnce(session, name, mode, w.bandwidth, memory, before));
+        rows.push(await migrateOnce(session, name, mode, { bandwidth: w.bandwidth, ...(throttle ? { throttle } : {}) }, memory, before));
       }
     } catch (e) {
       info.error = `${g.vm}: ${errorOf(e).message}`;
@@ -148,7 +151,7 @@ async function clientWorkload(name: string, modes: readonly MigrationMode[], swa
   console.log(JSON.stringify({ info, rows } satisfies ClientOut));
 }
 
-async function migrateOnce(session: MigrationSession, name: string, mode: MigrationMode, bandwidth: string, memory: MemoryRow | null, before: WriterThroughput | null): Promise<ModeRow> {
+async function migrateOnce(session: MigrationSession, name: string, mode: MigrationMode, opts: MigrateOptions, memory: MemoryRow | null, before: WriterThroughput | null): Promise<ModeRow> {
   const from = session.host;
   const base = {
     mode, from, memory_before: memory,
@@ -157,7 +160,7 @@ async function migrateOnce(session: MigrationSession, name: string, mode: Migrat
   try {
     // Pre-copy is the daemon's default: it is not named, so it also runs on a daemon that does
     // not know `mode` yet.
-    const m = await session.migrate({ bandwidth, ...(mode !== 'precopy' ? { mode } : {}) }, undefined, { writer: before !== null });
+    const m = await session.migrate({ ...opts, ...(mode !== 'precopy' ? { mode } : {}) }, undefined, { writer: before !== null });
     const r = m.report as MigrationReport & { mode?: string; postcopy?: unknown; agile?: unknown };
     const during = m.writerDuring?.pagesPerSec ?? null;
     const row: ModeRow = {
@@ -168,7 +171,7 @@ async function migrateOnce(session: MigrationSession, name: string, mode: Migrat
       throughput_ratio: before && during !== null && before.pagesPerSec > 0 ? round2(during / before.pagesPerSec) : null,
       guest_alive_after: m.guestAliveAfter, memory_verified: m.memoryVerified,
       report_mode: r.mode ?? null, stages_ms: Object.fromEntries(r.stages.map((s) => [s.stage, Math.round(s.durationMs)])),
-      postcopy: r.postcopy ?? null, agile: r.agile ?? null, switch_timeline: switchTimeline(r, m.probe),
+      postcopy: r.postcopy ?? null, agile: r.agile ?? null, switch_timeline: switchTimeline(r, m.probe), throttle: r.throttle ?? null,
     };
     log(`${name}/${mode}: ${JSON.stringify(row)}`);
     return row;
@@ -180,7 +183,7 @@ async function migrateOnce(session: MigrationSession, name: string, mode: Migrat
       ...base, to: from === 'host-a' ? 'host-b' : 'host-a', outcome: 'error', error,
       total_ms: null, downtime_ms: null, ...probeFields(null), bytes: null, rounds: null, stop_rule: null, client_gap_ms: null, game_packets_lost: null,
       writer_pages_per_s_during: null, throughput_ratio: null,
-      guest_alive_after: alive, memory_verified: verified, report_mode: null, stages_ms: null, postcopy: null, agile: null, switch_timeline: null,
+      guest_alive_after: alive, memory_verified: verified, report_mode: null, stages_ms: null, postcopy: null, agile: null, switch_timeline: null, throttle: null,
     };
   }
 }
@@ -190,11 +193,15 @@ async function main(): Promise<void> {
     options: {
       json: { type: 'boolean' }, client: { type: 'string' }, swap: { type: 'string' },
       workload: { type: 'string', multiple: true }, mode: { type: 'string', multiple: true },
+      // Pre-copy's throttle for every migration (default: the daemon's), to compare methods.
+      throttle: { type: 'string' },
     },
   });
+  const throttle = values.throttle;
+  if (throttle !== undefined && !isThrottle(throttle)) throw new Error(`unknown throttle '${throttle}' (throttles: ${CONVERGE_METHODS.join(', ')})`);
   const modes = (values.mode ?? MODES) as MigrationMode[];
   for (const m of modes) if (!MODES.includes(m)) throw new Error(`unknown mode '${m}' (modes: ${MODES.join(', ')})`);
-  if (values.client !== undefined) return clientWorkload(values.client, modes, values.swap);
+  if (values.client !== undefined) return clientWorkload(values.client, modes, values.swap, throttle);
   const names = values.workload ?? Object.keys(WORKLOADS);
   for (const n of names) if (!(n in WORKLOADS)) throw new Error(`unknown workload '${n}' (workloads: ${Object.keys(WORKLOADS).join(', ')})`);
 
@@ -211,7 +218,7 @@ async function main(): Promise<void> {
       try {
         swap = await lab.startNbd(`swap-${name}`, { sizeBytes: MEMORY_MIB << 20, port: SWAP_PORT + i });
         log(`${name}: ${w.linkMbit} Mbit/s links, swap nbd://${swap.address}:${swap.port}/`);
-        out[name] = await runClientScript(lab, spec, name, modes, `nbd://${swap.address}:${swap.port}/`);
+        out[name] = await runClientScript(lab, spec, name, modes, `nbd://${swap.address}:${swap.port}/`, throttle);
       } catch (e) {
         log(`${name}: ${errorOf(e).message}`);
         out[name] = { info: { link_mbit: w.linkMbit, writer: w.work.writer ?? null, swap_device: swap ? `nbd://${swap.address}:${swap.port}/` : null, boot_s: {}, memory_settled: {}, error: errorOf(e).message }, rows: [] };
@@ -264,9 +271,9 @@ async function main(): Promise<void> {
   console.log(JSON.stringify(result));
 }
 
-async function runClientScript(lab: Lab, spec: LabFerrySpec, name: string, modes: readonly MigrationMode[], swap: string): Promise<ClientOut> {
+async function runClientScript(lab: Lab, spec: LabFerrySpec, name: string, modes: readonly MigrationMode[], swap: string, throttle: Throttle | undefined): Promise<ClientOut> {
   const logLines = (s: string) => { for (const l of s.split('\n')) if (l) process.stderr.write(`${l}\n`); };
-  const args = [fileURLToPath(import.meta.url), '--client', name, '--swap', swap, ...modes.flatMap((m) => ['--mode', m])];
+  const args = [fileURLToPath(import.meta.url), '--client', name, '--swap', swap, ...modes.flatMap((m) => ['--mode', m]), ...(throttle ? ['--throttle', throttle] : [])];
   const { code, stdout } = await runOnClient(lab, spec, args, logLines);
   const last = stdout.trim().split('\n').pop() ?? '';
   try {

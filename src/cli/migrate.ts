@@ -12,6 +12,8 @@ import { ApiError, FerryClient } from '../host/client.js';
 import type { MigrationView } from '../host/migrations.js';
 import type { MigrationReport } from '../migration/engine/report.js';
 import { parseRate, RateParseError } from '../migration/precopy/rate.js';
+import { CONVERGE_METHODS, isConvergeMethod } from '../migration/precopy/converge.js';
+import { TIMEOUT_STRATEGIES } from '../migration/engine/report.js';
 
 const USAGE = `usage: ferry [--host URL] migrate NAME --to URL [options]
        ferry [--host URL] migrate list|show ID|cancel NAME
@@ -41,6 +43,14 @@ options of \`migrate NAME\`:
   --downtime-limit MS   stop pre-copy once the rest can be sent within MS (default 300)
   --max-rounds N        at most N pre-copy rounds (default 30)
   --no-compression      send pages uncompressed (default zstd)
+  --throttle MODE       how pre-copy slows a guest that dirties faster than the link:
+                        dirty-limit (default: stalls the vCPU only while it writes over a
+                        page budget), auto-converge (sleeps 20%, 30%, ... up to 99% of its
+                        time) or off (never slowed: such a migration stops on no-progress)
+  --timeout S           the migration's deadline in seconds (decimals allowed)
+  --on-timeout WHAT     at the deadline: cancel (default; roll back, the VM runs on the
+                        source), postcopy (switch to post-copy now) or force (stop and copy
+                        now, whatever the downtime)
   --json                print the report as JSON (the last line of stdout)
 
 common options:
@@ -80,6 +90,9 @@ const MIGRATE_FLAGS = {
   mode: { type: 'string' },
   'max-rounds': { type: 'string' },
   'no-compression': { type: 'boolean' },
+  throttle: { type: 'string' },
+  timeout: { type: 'string' },
+  'on-timeout': { type: 'string' },
 } as const;
 
 /** Parses a rate flag locally so a typo is a usage error naming the flag; returns bytes/s. */
@@ -168,6 +181,19 @@ async function migrate(argv: string[], globals: GlobalOptions): Promise<number> 
   if (values['downtime-limit'] !== undefined) body['downtimeLimitMs'] = intFlag('downtime-limit', values['downtime-limit'], 1, 600_000);
   if (values['max-rounds'] !== undefined) body['maxRounds'] = intFlag('max-rounds', values['max-rounds'], 1, 1000);
   if (values['no-compression']) body['compression'] = 'none';
+  if (values.throttle !== undefined) {
+    if (!isConvergeMethod(values.throttle)) throw new UsageError(`--throttle must be one of ${CONVERGE_METHODS.join(', ')}, got '${values.throttle}'`);
+    body['throttle'] = values.throttle;
+  }
+  if (values['on-timeout'] !== undefined && values.timeout === undefined) throw new UsageError('--on-timeout needs --timeout S (the deadline it acts on)');
+  if (values.timeout !== undefined) {
+    const secs = /^\d+(\.\d+)?$/.test(values.timeout.trim()) ? Number(values.timeout.trim()) : NaN;
+    if (!(secs >= 0.001 && secs <= 86_400)) throw new UsageError(`--timeout must be a number of seconds in 0.001..86400, got '${values.timeout}'`);
+    body['timeoutMs'] = Math.round(secs * 1000);
+    const strategy = values['on-timeout'] ?? 'cancel';
+    if (!(TIMEOUT_STRATEGIES as readonly string[]).includes(strategy)) throw new UsageError(`--on-timeout must be one of ${TIMEOUT_STRATEGIES.join(', ')}, got '${strategy}'`);
+    body['onTimeout'] = strategy;
+  }
   if (values.mode !== undefined) {
     if (!isMigrationMode(values.mode)) throw new UsageError(`--mode must be one of ${MIGRATION_MODES.join(', ')}, got '${values.mode}'`);
     body['mode'] = values.mode;
@@ -325,7 +351,9 @@ class ProgressView {
     const width = 20;
     const frac = this.roundPages > 0 ? 1 - p.pagesRemaining / this.roundPages : (v.report ? 1 : 0);
     const filled = Math.round(Math.min(1, Math.max(0, frac)) * width);
-    this.line = `migrate ${this.vm} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${stage}, ${mb(p.bytes)} MB sent, ${p.pagesRemaining} pages left, ${(p.elapsedMs / 1000).toFixed(1)} s`;
+    const expect = p.expectedDowntimeMs != null ? `, switch ~${p.expectedDowntimeMs} ms` : '';
+    const eta = p.etaMs != null ? `, eta ${(p.etaMs / 1000).toFixed(1)} s` : '';
+    this.line = `migrate ${this.vm} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${stage}, ${mb(p.bytes)} MB sent, ${p.pagesRemaining} pages left, ${(p.elapsedMs / 1000).toFixed(1)} s${expect}${eta}`;
     this.draw();
   }
 
@@ -360,6 +388,9 @@ export function reportText(id: string, r: MigrationReport): string {
     ['bytes', `${mb(r.bytes)} MB on the wire (RAM ${mb(r.ramBytes)} MB)`],
     ['pages', `${r.pages.sent} sent, ${r.pages.zero} zero, ${r.pages.skipped} skipped; ${r.compression === 'none' ? 'uncompressed' : r.compression} ${mb(r.pageBytes.raw)} MB -> ${mb(r.pageBytes.wire)} MB`],
     ['stop rule', r.stopRule ?? '-'],
+    ...(r.downtimeLimit ? [['limit', `${r.downtimeLimit.limitMs} ms, expected ${r.downtimeLimit.expectedMs ?? '-'} ms: ${r.downtimeLimit.honoured ? 'honoured' : `not honoured (${r.downtimeLimit.reason})`}`] as [string, string]] : []),
+    ...(r.throttle ? [['throttle', `${r.throttle.method} ${r.throttle.peakPercent !== null ? `up to ${r.throttle.peakPercent}%` : `down to ${r.throttle.minPagesPerSecond} pages/s`} for ${r.throttle.engagedMs} ms, guest stalled ${r.throttle.stalledMs} ms (${Math.round(r.throttle.timeLost * 100)}% of it)`] as [string, string]] : []),
+    ...(r.timeout ? [['timeout', `${r.timeout.afterMs / 1000} s, ${r.timeout.strategy}: ${r.timeout.fired ? `fired in ${r.timeout.firedInStage}${r.timeout.acted ? '' : ' (too late to act)'}` : 'did not fire'}`] as [string, string]] : []),
   ];
   let text = `${r.vm}: migration ${r.outcome}\n${lines.map(([k, v]) => `  ${`${k}:`.padEnd(11)}${v}`).join('\n')}`;
   if (r.rounds.length > 0) {

@@ -4,6 +4,9 @@
 import { badRequest } from './errors.js';
 import { isMigrationMode, MIGRATION_MODES, type MigrationMode } from '../migration/engine/modes.js';
 import { dynamicRate, fixedRate, parseRate, RateParseError, type RateConfig } from '../migration/precopy/rate.js';
+import { CONVERGE_METHODS, isConvergeMethod, type ConvergeMethod } from '../migration/precopy/converge.js';
+import { TIMEOUT_STRATEGIES, type TimeoutStrategy } from '../migration/engine/report.js';
+import type { MigrationTimeout } from '../migration/engine/precopy-control.js';
 
 export interface MigrateRequest {
   readonly host: string;
@@ -14,9 +17,29 @@ export interface MigrateRequest {
   readonly maxRounds?: number;
   readonly compression: 'zstd' | 'none';
   readonly mode: MigrationMode;
+  /** How pre-copy slows a guest that outruns the link; absent: the default (dirty-limit). */
+  readonly throttle?: ConvergeMethod;
+  readonly timeout?: MigrationTimeout;
 }
 
-const KEYS = new Set(['destination', 'token', 'mode', 'bandwidth', 'rate', 'downtimeLimitMs', 'maxRounds', 'compression']);
+const KEYS = new Set(['destination', 'token', 'mode', 'bandwidth', 'rate', 'downtimeLimitMs', 'maxRounds', 'compression', 'throttle', 'timeoutMs', 'onTimeout']);
+/** A day: longer deadlines are a typo for something else. */
+const MAX_TIMEOUT_MS = 86_400_000;
+
+function isTimeoutStrategy(v: unknown): v is TimeoutStrategy {
+  return typeof v === 'string' && (TIMEOUT_STRATEGIES as readonly string[]).includes(v);
+}
+
+/** `timeoutMs` and `onTimeout` together: a deadline needs a length; the strategy defaults to cancel. */
+function parseTimeout(ms: unknown, strategy: unknown): MigrationTimeout | undefined {
+  if (strategy !== undefined && !isTimeoutStrategy(strategy)) throw badRequest(`'onTimeout' must be one of ${TIMEOUT_STRATEGIES.join(', ')}`);
+  if (ms === undefined) {
+    if (strategy !== undefined) throw badRequest("'onTimeout' needs 'timeoutMs' (the deadline it acts on)");
+    return undefined;
+  }
+  if (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 1 || ms > MAX_TIMEOUT_MS) throw badRequest(`'timeoutMs' must be an integer in 1..${MAX_TIMEOUT_MS}`);
+  return { afterMs: ms, strategy: strategy ?? 'cancel' };
+}
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -71,10 +94,15 @@ export function parseMigrateRequest(body: unknown): MigrateRequest {
   if (compression !== 'zstd' && compression !== 'none') throw badRequest("'compression' must be 'zstd' or 'none'");
   const mode = body['mode'] ?? 'precopy';
   if (!isMigrationMode(mode)) throw badRequest(`'mode' must be one of ${MIGRATION_MODES.join(', ')}`);
+  const throttle = body['throttle'];
+  if (throttle !== undefined && !isConvergeMethod(throttle)) throw badRequest(`'throttle' must be one of ${CONVERGE_METHODS.join(', ')}`);
+  const timeout = parseTimeout(body['timeoutMs'], body['onTimeout']);
   return {
     host, port, token, compression, mode,
     ...(config ? { rate: config } : {}),
     ...(downtime !== undefined ? { downtimeLimitMs: downtime } : {}),
     ...(rounds !== undefined ? { maxRounds: rounds } : {}),
+    ...(throttle !== undefined ? { throttle } : {}),
+    ...(timeout ? { timeout } : {}),
   };
 }

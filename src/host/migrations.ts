@@ -120,6 +120,8 @@ export class MigrationService {
       ...(request.rate ? { rate: request.rate } : {}),
       ...(request.downtimeLimitMs !== undefined ? { downtimeLimitMs: request.downtimeLimitMs } : {}),
       ...(request.maxRounds !== undefined ? { maxRounds: request.maxRounds } : {}),
+      ...(request.throttle !== undefined ? { converge: request.throttle } : {}),
+      ...(request.timeout ? { timeout: request.timeout } : {}),
       compression: request.compression === 'none' ? null : DEFAULT_PAGE_COMPRESSION,
       ...(this.opts.senderTimeouts ? { timeouts: this.opts.senderTimeouts } : {}),
       onStage: () => this.announce(record),

@@ -37,6 +37,8 @@ export interface MigrateOptions {
   /** Default (absent): the daemon's default, pre-copy. */
   readonly mode?: MigrationMode;
   readonly maxRounds?: number;
+  /** Pre-copy's throttle: dirty-limit, auto-converge or off. */
+  readonly throttle?: 'dirty-limit' | 'auto-converge' | 'off';
 }
 
 /** What `migrate` measures besides the report, when asked. */
@@ -213,6 +215,7 @@ export class MigrationSession {
       ...(opts.compression !== undefined ? { compression: opts.compression } : {}),
       ...(opts.mode !== undefined ? { mode: opts.mode } : {}),
       ...(opts.maxRounds !== undefined ? { maxRounds: opts.maxRounds } : {}),
+      ...(opts.throttle !== undefined ? { throttle: opts.throttle } : {}),
     });
     return started.id;
   }

@@ -5,6 +5,7 @@
 import type { VmState } from './lifecycle.js';
 import type { GuestMemory } from '../machine/memory/guest-memory.js';
 import type { MachineState } from '../machine/boot/machine.js';
+import type { ThrottleStats, VcpuThrottle } from '../machine/boot/throttle.js';
 import type { FaultStats, PageSupplier, StallPercentiles } from './paging/page-server.js';
 import type { VmMemoryStats } from './paging/vm-paging.js';
 
@@ -134,6 +135,8 @@ export interface MigratableVm extends VmHandle {
   /** Starts a new access log (pages touched); freeze() hands over the one running then. */
   harvestAccessLog(): Promise<Uint8Array>;
   freeze(): Promise<FrozenVm>;
+  /** Slows the vCPU while a migration's rounds do not converge (null: full speed again). */
+  throttle(setting: VcpuThrottle | null): Promise<ThrottleStats>;
   endMigrationOut(outcome: { committed: true } | { committed: false; error: string; frozen: boolean }): Promise<void>;
   /** Source, after the commit point: NIC frames that arrived since freeze. */
   takeCarriedFrames(): Promise<CarriedFrames>;

@@ -11,6 +11,7 @@ import type { SnapshotResult, VmConfig, VmEvent, VmHandle } from './types.js';
 import type { FromWorker, ReplyResults, ToWorker, WorkerInit, WorkerRequest, WorkerRequestType, WorkerStatus } from './worker-protocol.js';
 import { GuestMemory, PAGE_SIZE } from '../machine/memory/guest-memory.js';
 import type { MachineState } from '../machine/boot/machine.js';
+import type { ThrottleStats, VcpuThrottle } from '../machine/boot/throttle.js';
 import type { ActivationTimes, CarriedFrames, FrozenVm, MigratableVm, WwsTrace, SwapOut } from './types.js';
 import { VmPaging, type VmMemoryStats } from './paging/vm-paging.js';
 import type { AgileOptions } from './paging/agile.js';
@@ -236,6 +237,14 @@ export class Vm implements VmHandle, MigratableVm {
     });
   }
 
+  /** Slows the vCPU while a migration's rounds do not converge (null: full speed again). */
+  throttle(setting: VcpuThrottle | null): Promise<ThrottleStats> {
+    return this.serial(async () => {
+      this.expect('migrating-out', 'throttle');
+      return this.request(this.requireLink(), { type: 'throttle', setting }, this.timeouts.control);
+    });
+  }
+
   freeze(): Promise<FrozenVm> {
     return this.serial(async () => {
       this.expect('migrating-out', 'freeze');
@@ -276,6 +285,10 @@ export class Vm implements VmHandle, MigratableVm {
         return;
       }
       const command: VmCommand = { type: 'migration-aborted', error: outcome.error };
+      // The VM stays here: whatever throttle the migration set ends with it.
+      try {
+        await this.request(this.requireLink(), { type: 'throttle', setting: null }, this.timeouts.control);
+      } catch { /* a worker that cannot take it cannot thaw either: that error is the one to report */ }
       if (outcome.frozen) await this.request(this.requireLink(), { type: 'thaw', resume: state.resumeAs === 'running' }, this.timeouts.control);
       this.paging?.agile?.resume();
       this.apply([command]);

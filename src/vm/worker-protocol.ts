@@ -3,6 +3,7 @@
 
 import type { MemoryLayout } from '../machine/memory/guest-memory.js';
 import type { Eviction, MachineState } from '../machine/boot/machine.js';
+import type { ThrottleStats, VcpuThrottle } from '../machine/boot/throttle.js';
 import type { ActivationTimes, CarriedFrames, VmConfig } from './types.js';
 
 /** workerData. A standby (worker-pool.ts) also starts its NIC's TAP thread while it waits. */
@@ -65,7 +66,9 @@ export type WorkerRequest =
   /** Takes pages out of RAM between two slices, marked absent with `mark` (see src/vm/paging). */
   | { readonly type: 'evict'; readonly id: number; readonly pages: readonly number[]; readonly mark: number }
   /** Counts pages dirtied per interval (the writable working set over time). */
-  | { readonly type: 'wws'; readonly id: number; readonly intervalMs: number; readonly samples: number };
+  | { readonly type: 'wws'; readonly id: number; readonly intervalMs: number; readonly samples: number }
+  /** Slows the vCPU (a non-converging migration) or, with null, lets it run freely. */
+  | { readonly type: 'throttle'; readonly id: number; readonly setting: VcpuThrottle | null };
 
 export type WorkerRequestType = WorkerRequest['type'];
 
@@ -105,6 +108,7 @@ export interface ReplyResults {
   'inject-frames': { readonly delivered: number; readonly dropped: number };
   'switch-times': ActivationTimes;
   wws: { readonly dirtyPages: readonly number[]; readonly intervalMs: readonly number[] };
+  throttle: ThrottleStats;
 }
 
 export type WorkerReply =

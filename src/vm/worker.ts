@@ -340,6 +340,7 @@ const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
   },
   'harvest-dirty': async (_req, b) => ({ log: b.machine.harvestDirtyLog() }),
   'harvest-access': async (_req, b) => ({ log: b.machine.harvestAccessLog() }),
+  throttle: async (req, b) => b.machine.setThrottle(req.setting ?? undefined),
   evict: async (req, b) => b.machine.evictPages(req.pages, req.mark),
   freeze: async (_req, b) => {
     if (!used || closed) throw new FerryError('VM_WORKER_STATE', `the machine cannot be frozen (${status})`);

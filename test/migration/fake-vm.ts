@@ -8,6 +8,7 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
 import type { ActivationTimes, CarriedFrames, FrozenVm, VmConfig } from '../../src/vm/types.js';
 import { wallClockMs } from '../../src/machine/clock.js';
 import type { MachineState } from '../../src/machine/boot/machine.js';
+import { RunThrottle, type ThrottleStats, type VcpuThrottle } from '../../src/machine/boot/throttle.js';
 import { resolveVmConfig } from '../../src/vm/config.js';
 import type { MigrationSource } from '../../src/migration/engine/sender.js';
 import { MigrationReceiver, type IncomingHost, type MigrationTarget, type ReceiverOptions } from '../../src/migration/engine/receiver.js';
@@ -57,7 +58,7 @@ export interface FakeGuestOptions {
 export type FakeSourceState = 'running' | 'paused' | 'migrating-out' | 'frozen' | 'stopped';
 
 export interface SourceCall {
-  readonly op: 'beginMigrationOut' | 'memory' | 'harvestDirtyLog' | 'freeze' | 'takeCarriedFrames' | 'endMigrationOut';
+  readonly op: 'beginMigrationOut' | 'memory' | 'harvestDirtyLog' | 'throttle' | 'freeze' | 'takeCarriedFrames' | 'endMigrationOut';
   readonly arg?: unknown;
   readonly at: number;
 }
@@ -92,6 +93,11 @@ export class FakeSourceVm implements MigrationSource {
   /** Makes swapDurable() fail (a swap device that does not take evicted pages). */
   swapDurableError: string | undefined;
 
+  /** The run loop's own throttle policy, fed with this writer's ticks as slices. */
+  private readonly throttler = new RunThrottle();
+  private stallUntil = 0;
+  /** Ticks the throttle made the guest skip. */
+  ticksStalled = 0;
   private current: FakeSourceState;
   private resumeAs: 'running' | 'paused' = 'running';
   private timer: NodeJS.Timeout | undefined;
@@ -185,6 +191,15 @@ export class FakeSourceVm implements MigrationSource {
     if (this.swapDurableError !== undefined) throw new Error(this.swapDurableError);
   }
 
+  async throttle(setting: VcpuThrottle | null): Promise<ThrottleStats> {
+    this.record('throttle', setting);
+    if (this.current !== 'migrating-out') this.violate(`throttle while ${this.current}`);
+    const now = performance.now();
+    this.throttler.set(setting ?? undefined, now);
+    this.stallUntil = 0;
+    return this.throttler.stats(now);
+  }
+
   async freeze(): Promise<FrozenVm> {
     this.record('freeze');
     if (this.current !== 'migrating-out') this.violate(`freeze while ${this.current}`);
@@ -229,6 +244,7 @@ export class FakeSourceVm implements MigrationSource {
       this.violate(`endMigrationOut says frozen=${outcome.frozen} but the VM is ${this.current}`);
     }
     const wasFrozen = this.current === 'frozen';
+    this.throttler.set(undefined, performance.now());
     this.current = this.resumeAs;
     if (this.resumeAs === 'running') {
       if (wasFrozen) this.resumedAfterFreeze = true;
@@ -243,12 +259,22 @@ export class FakeSourceVm implements MigrationSource {
   }
 
   private tick(): void {
-    const { hot, pagesPerTick, zeroPercent } = this.opts;
+    const { hot, pagesPerTick, zeroPercent, tickMs } = this.opts;
+    const now = performance.now();
+    if (now < this.stallUntil) {
+      this.ticksStalled++;
+      this.throttler.stalled(tickMs);
+      return;
+    }
+    let dirtied = 0;
     for (let i = 0; i < pagesPerTick; i++) {
       const page = hot.first + (this.next() % hot.count);
       const r = this.next() % 100;
+      if (this.dirtyLog[page] === 0) dirtied++;
       this.writePage(page, r < zeroPercent ? 'zero' : r < zeroPercent + (100 - zeroPercent) / 2 ? 'text' : 'random');
     }
+    const stall = this.throttler.afterSlice(now, tickMs, dirtied);
+    if (stall > 0) this.stallUntil = now + stall;
   }
 
   private fill(page: number, kind: PageKind): void {

@@ -32,6 +32,7 @@ import type { UartState } from '../devices/uart16550.js';
 import type { GoldfishRtcState } from '../devices/goldfish-rtc.js';
 import { DeviceStateError } from '../devices/errors.js';
 import { checkArray, checkBool, checkU64, checkUint } from '../state-check.js';
+import { RunThrottle, type ThrottleStats, type VcpuThrottle } from './throttle.js';
 
 /** ISA advertised to the guest. Sstc lets Linux program its timer without SBI calls. */
 export const GUEST_ISA = ['i', 'm', 'a', 'f', 'd', 'c', 'zicsr', 'zifencei', 'zicntr', 'sstc'];
@@ -169,6 +170,9 @@ export class Machine {
   readonly virtio: VirtioMmio[];
   private exit: MachineExit | undefined;
   private wake: (() => void) | undefined;
+  /** Ends a throttle stall early: pause, stop and a new setting must not wait for it. */
+  private wakeStall: (() => void) | undefined;
+  private readonly throttle = new RunThrottle();
   private running = false;
   private pauseRequested = false;
   private readonly sbiInMachine: boolean;
@@ -275,6 +279,25 @@ export class Machine {
     if (!this.exit) this.exit = exit;
     this.vcpu.exports.requestExit();
     this.kick();
+    this.endStall();
+  }
+
+  private endStall(): void {
+    const w = this.wakeStall;
+    this.wakeStall = undefined;
+    w?.();
+  }
+
+  /**
+   * Slows the vCPU (a migration that does not converge; see throttle.ts), or with undefined lets
+   * it run freely again. Returns the throttle's figures so far. Interrupts do not end a stall:
+   * a guest woken by its NIC would otherwise outrun the throttle.
+   */
+  setThrottle(t: VcpuThrottle | undefined): ThrottleStats {
+    const now = performance.now();
+    this.throttle.set(t, now);
+    this.endStall();
+    return this.throttle.stats(now);
   }
 
   /** Wakes the loop from a WFI sleep (a device raised an interrupt). */
@@ -302,6 +325,7 @@ export class Machine {
     }
     this.pauseRequested = true;
     this.kick();
+    this.endStall();
   }
 
   /**
@@ -387,7 +411,12 @@ export class Machine {
           this.clock.freeze();
           return { kind: 'paused' };
         }
+        const sliceStart = performance.now();
         const reason = this.vcpu.run(SLICE);
+        // Charged for every slice, however it ended: a writer that sleeps between batches ends
+        // its slices in WFI.
+        const sliceEnd = performance.now();
+        const stall = this.throttle.afterSlice(sliceEnd, sliceEnd - sliceStart, this.vcpu.exports.takeNewlyDirty());
         switch (reason) {
           case ExitReason.Sbi: {
             const outcome = this.sbi!.handleEcall();
@@ -396,6 +425,7 @@ export class Machine {
             break;
           }
           case ExitReason.Wfi:
+            await this.payThrottle(stall);
             await this.sleepUntilInterrupt();
             lastYield = performance.now();
             continue;
@@ -410,6 +440,7 @@ export class Machine {
             } catch (e) {
               this.finish({ kind: 'memory-lost', reason: e instanceof Error ? e.message : String(e) });
             }
+            await this.payThrottle(stall);
             lastYield = performance.now();
             continue;
           }
@@ -420,6 +451,10 @@ export class Machine {
             break;
         }
         this.rtc.poll();
+        if (stall > 0) {
+          await this.payThrottle(stall);
+          lastYield = performance.now();
+        }
         const now = performance.now();
         const asked = this.attention !== undefined && Atomics.exchange(this.attention, 0, 0) !== 0;
         if (asked || now - lastYield >= YIELD_MS) {
@@ -555,6 +590,26 @@ export class Machine {
   private assertIdle(what: string): void {
     if (this.running) {
       throw new MachineStateError('MACHINE_RUNNING', `cannot ${what} a running machine: pause() it and wait for run() to return first`);
+    }
+  }
+
+  /**
+   * A throttle's stall, `ms` first: the event loop runs meanwhile (requests, timers, device
+   * I/O). A debt longer than one stall (a slice that dirtied far over the budget) is paid in full
+   * before the next slice: running one between two capped stalls would let the guest outrun its
+   * budget.
+   */
+  private async payThrottle(ms: number): Promise<void> {
+    let stall = ms;
+    while (stall > 0 && !this.exit && !this.pauseRequested) {
+      const t0 = performance.now();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => { this.wakeStall = undefined; resolve(); }, stall);
+        this.wakeStall = () => { clearTimeout(timer); resolve(); };
+      });
+      const t1 = performance.now();
+      this.throttle.stalled(t1 - t0);
+      stall = this.throttle.afterSlice(t1, 0, 0);
     }
   }
 

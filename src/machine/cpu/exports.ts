@@ -38,6 +38,8 @@ export interface CpuExports {
   interruptPending(): number;
   tlbFlush(): void;
   tlbDropWrites(): void;
+  /** Pages newly marked dirty by the hart since the last call; resets the count. */
+  takeNewlyDirty(): number;
   fpExecute(insn: number): number;
   layoutRvcTable(): number;
   layoutCodeMap(): number;

@@ -2,6 +2,10 @@
 // JSON-safe (no Infinity, no bigint): the API returns these as they are.
 
 import type { RoundReport, StopRule } from '../precopy/rounds.js';
+import type { ThrottleReport } from '../precopy/converge.js';
+import type { DowntimeVerdict } from '../precopy/estimate.js';
+
+export type { ThrottleReport, DowntimeVerdict };
 
 export type MigrationDirection = 'out' | 'in';
 export type MigrationOutcome = 'running' | 'completed' | 'failed' | 'in-doubt';
@@ -16,6 +20,26 @@ export interface MigrationProgress {
   /** Pages the current round still has to go (source) — 0 when unknown. */
   readonly pagesRemaining: number;
   readonly elapsedMs: number;
+  /** Source, during pre-copy: the pause a switch would take at the current dirty rate and
+   * bandwidth (ms); null until a round has measured them. */
+  readonly expectedDowntimeMs?: number | null;
+  /** Source: expected time to the end of the migration (ms); null while unknown. */
+  readonly etaMs?: number | null;
+}
+
+export const TIMEOUT_STRATEGIES = ['cancel', 'postcopy', 'force'] as const;
+/** What a migration does at its deadline: roll back (the VM stays on the source), switch to
+ * post-copy, or stop and copy whatever the downtime. */
+export type TimeoutStrategy = (typeof TIMEOUT_STRATEGIES)[number];
+
+export interface TimeoutReport {
+  readonly afterMs: number;
+  readonly strategy: TimeoutStrategy;
+  readonly fired: boolean;
+  /** The stage it fired in (null: it did not). */
+  readonly firedInStage: string | null;
+  /** Whether the strategy ran: a deadline that passes after pre-copy ended changes nothing. */
+  readonly acted: boolean;
 }
 
 export interface MigrationReport {
@@ -47,6 +71,12 @@ export interface MigrationReport {
   readonly postcopy?: PostcopyReport;
   /** When the VM had pages on its swap device. */
   readonly agile?: AgileReport;
+  /** Source, pre-copy mode: how the guest was slowed to converge; null when it never was. */
+  readonly throttle?: ThrottleReport | null;
+  /** Source, pre-copy mode: whether the downtime limit was kept, and if not why. */
+  readonly downtimeLimit?: DowntimeVerdict;
+  /** Source, when the migration had a deadline (--timeout). */
+  readonly timeout?: TimeoutReport;
   /** The switch as both ends saw it (source reports; absent before the pause). */
   readonly switch?: SwitchReport;
 }

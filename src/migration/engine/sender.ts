@@ -18,6 +18,10 @@ import { reportEnd, type MigrationProgress, type MigrationReport, type PostcopyR
 import { MigrationError, abortCodeFor, failureCode } from '../errors.js';
 import { PrecopyPlanner, type RoundPlan } from '../precopy/rounds.js';
 import { DEFAULT_DYNAMIC_RATE, Pacer, PACER_BURST_MS, type RateConfig } from '../precopy/rate.js';
+import { DEFAULT_CONVERGE, type ConvergeMethod } from '../precopy/converge.js';
+import { downtimeVerdict, estimatePrecopy } from '../precopy/estimate.js';
+import { PrecopyControl, type MigrationTimeout } from './precopy-control.js';
+import type { ThrottleStats, VcpuThrottle } from '../../machine/boot/throttle.js';
 import { newNonce, sourceProof, verifyDestination, type MigrationToken } from '../protocol/auth.js';
 import type { PageCompression } from '../protocol/codec.js';
 import { DEFAULT_PAGE_COMPRESSION, encodePages } from '../compression/index.js';
@@ -41,6 +45,9 @@ export interface MigrationSource {
   /** Starts a new access log; the freeze's marks what the guest touched since (post-copy pushes
    * those pages first). Without it the push goes in page order. */
   harvestAccessLog?(): Promise<Uint8Array>;
+  /** Slows the vCPU while pre-copy does not converge (null: full speed); without it the guest
+   * is never slowed. */
+  throttle?(setting: VcpuThrottle | null): Promise<ThrottleStats>;
   freeze(): Promise<FrozenVm>;
   /** After the commit point: NIC frames that reached the frozen VM since freeze (none: a VM
    * without NICs). */
@@ -98,6 +105,11 @@ export interface SenderOptions {
   readonly maxRounds?: number;
   readonly minPages?: number;
   readonly maxSentFactor?: number;
+  /** How pre-copy slows a guest that outruns the link (precopy mode only; default
+   * DEFAULT_CONVERGE, 'off' never slows it). */
+  readonly converge?: ConvergeMethod;
+  /** The migration's deadline, from its start, and what happens when it passes. */
+  readonly timeout?: MigrationTimeout;
   /** Page batches go through this codec where it makes them smaller; null sends them raw.
    * Default: DEFAULT_PAGE_COMPRESSION (zstd). */
   readonly compression?: PageCompression | null;
@@ -151,11 +163,27 @@ export class PrecopySender {
   /** Set when SwitchEnd goes; resolved by the destination's SwitchTimes (protocol v3). */
   private switchTimes: ((m: Extract<ProtocolMessage, { type: 'SwitchTimes' }>) => void) | undefined;
   private switchTimesArrived: Promise<Extract<ProtocolMessage, { type: 'SwitchTimes' }>> | undefined;
+  private readonly control: PrecopyControl;
+  /** Pages of a round cut short by the deadline that were not sent: the next set gets them. */
+  private readonly unsent: number[] = [];
+  /** The pause pre-copy expected when its rounds ended (ms; null: unknown). */
+  private expectedAtSwitch: number | null = null;
 
   constructor(private readonly opts: SenderOptions) {
     this.codec = opts.compression === undefined ? DEFAULT_PAGE_COMPRESSION : opts.compression;
     this.mode = opts.mode ?? 'precopy';
     this.timeouts = { ...DEFAULT_SENDER_TIMEOUTS, commitMs: switchTimeoutMs(opts.downtimeLimitMs ?? DEFAULT_DOWNTIME_LIMIT_MS), ...opts.timeouts };
+    const throttle = opts.source.throttle?.bind(opts.source);
+    this.control = new PrecopyControl({
+      // Hybrid and Agile answer a guest that outruns the link with post-copy, not a throttle.
+      converge: this.mode === 'precopy' ? opts.converge ?? DEFAULT_CONVERGE : 'off',
+      downtimeLimitMs: opts.downtimeLimitMs ?? DEFAULT_DOWNTIME_LIMIT_MS,
+      pageSize: PAGE_SIZE,
+      timeout: opts.timeout,
+      throttle,
+      stage: () => this.tracker.stage.kind,
+      cancel: (reason) => this.cancel(reason),
+    });
     this.tracker = new StageTracker(SENDER_TRANSITIONS, { kind: 'pre-migration' }, (s) => {
       opts.onStage?.(s);
       this.emitProgress(true);
@@ -167,7 +195,15 @@ export class PrecopySender {
   get vm(): string { return this.opts.source.name; }
 
   progress(): MigrationProgress {
+    const planner = this.planner;
+    const estimate = planner && this.tracker.stage.kind === 'precopy'
+      ? estimatePrecopy({
+        bandwidth: planner.measuredBandwidth, lastRound: planner.lastRound, pagesRemaining: this.pagesRemaining,
+        pageSize: planner.pageSize, downtimeLimitMs: planner.downtimeLimitMs, roundsLeft: planner.maxRounds - this.round,
+      })
+      : { expectedDowntimeMs: null, etaMs: null };
     return {
+      ...estimate,
       stage: this.tracker.stage.kind,
       round: this.round,
       bytes: this.channel ? this.channel.bytesOut + this.channel.bytesIn : 0,
@@ -190,11 +226,13 @@ export class PrecopySender {
 
   /** Runs the migration to its end; never throws: the report says how it ended. */
   async run(): Promise<MigrationReport> {
+    this.control.arm();
     try {
       await this.migrate();
     } catch (e) {
       await this.handleFailure(e);
     } finally {
+      this.control.disarm();
       this.channel?.close();
     }
     return this.report();
@@ -213,8 +251,11 @@ export class PrecopySender {
     const swapOutCold = source.swapOutCold?.bind(source);
     if (needs.swap && !swapOutCold) throw new MigrationError('MIGRATION_UNSUPPORTED', 'this VM cannot swap out: Agile migration needs a swap device');
     const swapped = () => mem.absent.some((a) => a === ABSENT_SWAP);
-    if ((needs.postcopy || needs.swap || swapped()) && this.version < POSTCOPY_VERSION) {
-      throw new MigrationError('MIGRATION_UNSUPPORTED', `${needs.postcopy ? `${this.mode} migration` : 'a VM with pages on its swap device'} needs protocol version ${POSTCOPY_VERSION}; the destination speaks ${this.version}`);
+    if ((needs.postcopy !== 'never' || needs.swap || swapped()) && this.version < POSTCOPY_VERSION) {
+      throw new MigrationError('MIGRATION_UNSUPPORTED', `${needs.postcopy !== 'never' ? `${this.mode} migration` : 'a VM with pages on its swap device'} needs protocol version ${POSTCOPY_VERSION}; the destination speaks ${this.version}`);
+    }
+    if (this.opts.timeout?.strategy === 'postcopy' && this.version < POSTCOPY_VERSION) {
+      throw new MigrationError('MIGRATION_UNSUPPORTED', `--on-timeout postcopy needs protocol version ${POSTCOPY_VERSION}; the destination speaks ${this.version}`);
     }
     this.tracker.move({ kind: 'reservation' });
     await ch.send(configMessage(source.config));
@@ -236,6 +277,8 @@ export class PrecopySender {
       ...(this.opts.maxRounds !== undefined ? { maxRounds: this.opts.maxRounds } : needs.roundBudget !== undefined ? { maxRounds: needs.roundBudget } : {}),
       ...(this.opts.minPages !== undefined ? { minPages: this.opts.minPages } : {}),
       ...(this.opts.maxSentFactor !== undefined ? { maxSentFactor: this.opts.maxSentFactor } : {}),
+      holdNoProgress: () => this.control.converger.canTighten,
+      transferTargetMs: () => this.control.converger.transferTargetMs,
     });
     this.planner = planner;
     this.destNonZero = new Uint8Array(mem.pageCount);
@@ -265,17 +308,27 @@ export class PrecopySender {
         const bytes = await this.sendRound(ch, plan, mem, zeroPages);
         await this.endRound(ch, plan.round);
         lastLog = await source.harvestDirtyLog();
+        for (const p of this.unsent.splice(0)) lastLog[p] = 1;
         const decision = planner.endRound({ durationMs: performance.now() - t0, dirtyLog: lastLog, bytesSent: bytes, pagesSent: this.roundCounts.sent });
         if (decision.stop) {
           converged = decision.rule === 'downtime' || decision.rule === 'min-pages';
           break;
         }
         this.checkCancelled();
+        if (this.control.cut) {
+          planner.stopNow('timeout');
+          break;
+        }
         plan = planner.beginRound(lastLog);
+        await this.control.afterRound(planner, plan.pages.length);
       }
+      const last = planner.lastRound;
+      this.expectedAtSwitch = last ? nullIfInfinite(planner.estimateDowntimeMs(last.pagesDirtied)) : null;
+      await this.control.endRounds();
     }
-    // Post-copy when asked, or for hybrid and Agile when the rounds did not converge.
-    const postcopy = needs.postcopy === 'always' || (needs.postcopy === 'unless-converged' && !converged);
+    // Post-copy when asked, for hybrid and Agile when the rounds did not converge, or when the
+    // deadline said so.
+    const postcopy = needs.postcopy === 'always' || (needs.postcopy === 'unless-converged' && !converged && this.control.cut !== 'force') || this.control.cut === 'postcopy';
 
     // Evictions' writes (the swap-out's, the policy's last) ran alongside the rounds. The switch
     // tells the destination which pages to read from the device, so they must be there first.
@@ -590,6 +643,11 @@ export class PrecopySender {
       this.pagesRemaining = plan.pages.length - i;
       // On the swap device: the destination reads it from there (Absent, origin swap).
       if (mem.absent[page] !== 0) continue;
+      if (!plan.final && this.control.cut) {
+        // The deadline passed: this round ends here, and the rest goes at the switch.
+        for (let j = i; j < plan.pages.length; j++) this.unsent.push(plan.pages[j]!);
+        break;
+      }
       if (!plan.final && planner.shouldSkip(page, mem.dirtyLog)) continue;
       if (zeroPages.isZero(page)) {
         this.counts.zero++;
@@ -715,6 +773,21 @@ export class PrecopySender {
       pages: { sent: this.counts.sent, zero: this.counts.zero, skipped: planned?.totals.pagesSkipped ?? 0 },
       pageBytes: { raw: this.counts.raw, wire: this.counts.wire },
       mode: this.mode,
+      ...(this.mode === 'precopy' ? {
+        throttle: this.control.throttleReport(),
+        downtimeLimit: downtimeVerdict({
+          limitMs: this.planner?.downtimeLimitMs ?? this.opts.downtimeLimitMs ?? 300,
+          stopRule: planned?.stop?.rule ?? null,
+          expectedMs: this.expectedAtSwitch === null ? null : Math.round(this.expectedAtSwitch),
+          lastRound: planned?.rounds.filter((r) => !r.final).at(-1),
+          bandwidth: this.planner?.measuredBandwidth,
+          pageSize: PAGE_SIZE,
+          throttle: this.control.throttleReport(),
+          throttleOff: this.control.throttleOff,
+          timeout: this.control.cut,
+        }),
+      } : {}),
+      ...(this.control.timeoutReport() ? { timeout: this.control.timeoutReport()! } : {}),
       ...(this.push || this.pagesAtRisk > 0 ? {
         postcopy: {
           pagesPushed: this.push?.pagesPushed ?? 0,
@@ -753,6 +826,10 @@ function yieldNow(): Promise<void> {
 
 function codecName(id: number): string {
   return Object.entries(Compression).find(([, v]) => v === id)?.[0].toLowerCase() ?? `id ${id}`;
+}
+
+function nullIfInfinite(x: number): number | null {
+  return Number.isFinite(x) ? x : null;
 }
 
 function round1(x: number): number {

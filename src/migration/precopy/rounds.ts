@@ -12,7 +12,8 @@
 import { PAGE_SIZE } from '../../machine/memory/guest-memory.js';
 import { RateController, type RateConfig, DEFAULT_DYNAMIC_RATE } from './rate.js';
 
-export type StopRule = 'downtime' | 'max-rounds' | 'sent-3x-memory' | 'min-pages' | 'no-progress';
+/** `timeout`: the engine ended pre-copy on the migration's deadline (stopNow), not a rule. */
+export type StopRule = 'downtime' | 'max-rounds' | 'sent-3x-memory' | 'min-pages' | 'no-progress' | 'timeout';
 
 export interface PlannerOptions {
   pageCount: number;
@@ -30,6 +31,13 @@ export interface PlannerOptions {
   noProgressRounds?: number;
   /** Improvement a round must show over the earlier best to count as progress (default 0.05). */
   noProgressShrink?: number;
+  /** While this says true, no-progress does not fire: something is still slowing the guest
+   * (converge.ts), and rounds that have not gained yet are its work in progress. */
+  holdNoProgress?: () => boolean;
+  /** The transfer time (ms) the `downtime` rule accepts, asked at each round's end; default
+   * the whole limit. A throttle that can still slow the guest asks for less, leaving the rest
+   * of the pause to the switch's fixed costs (converge.ts). */
+  transferTargetMs?: () => number;
 }
 
 export interface RoundPlan {
@@ -108,6 +116,8 @@ export class PrecopyPlanner {
   private bandwidth: number | undefined;
   private stopRule: StopRule | undefined;
   private stopAfter = 0;
+  private readonly holdNoProgress: (() => boolean) | undefined;
+  private readonly transferTargetMs: (() => number) | undefined;
 
   constructor(opts: PlannerOptions) {
     const intOpt = (name: string, v: number, min: number): number => {
@@ -126,6 +136,8 @@ export class PrecopyPlanner {
     this.noProgressShrink = opts.noProgressShrink ?? 0.05;
     if (!(this.noProgressShrink >= 0 && this.noProgressShrink < 1)) throw new RangeError(`noProgressShrink must be in [0, 1), got ${this.noProgressShrink}`);
     this.rate = new RateController(opts.rate ?? DEFAULT_DYNAMIC_RATE);
+    this.holdNoProgress = opts.holdNoProgress;
+    this.transferTargetMs = opts.transferTargetMs;
     this.skipped = new Uint8Array(this.pageCount);
   }
 
@@ -246,6 +258,22 @@ export class PrecopyPlanner {
     return { stop: true, rule };
   }
 
+  /** The last round closed, if any. */
+  get lastRound(): RoundReport | undefined {
+    return this.rows[this.rows.length - 1];
+  }
+
+  /**
+   * Ends pre-copy between rounds on the engine's word (a deadline), with `rule` reported as the
+   * stop rule; beginRound then opens the stop-and-copy round as after any other stop.
+   */
+  stopNow(rule: StopRule): void {
+    if (this.phase !== 'idle' || this.round === 0) throw new Error(`stopNow: not between pre-copy rounds (phase ${this.phase})`);
+    this.stopRule = rule;
+    this.stopAfter = this.round;
+    this.phase = 'stopped';
+  }
+
   /** Estimated stop-and-copy time (ms) for `pages` at the measured bandwidth; Infinity if unknown. */
   estimateDowntimeMs(pages: number): number {
     if (pages === 0) return 0;
@@ -273,9 +301,10 @@ export class PrecopyPlanner {
   private decide(remaining: number): StopRule | undefined {
     // The measured bandwidth is the paced pre-copy rate, while stop-and-copy runs unpaced,
     // so this estimate errs on the long side: the real pause should come in under it.
-    if (this.estimateDowntimeMs(remaining) <= this.downtimeLimitMs) return 'downtime';
+    const target = Math.min(this.downtimeLimitMs, this.transferTargetMs?.() ?? this.downtimeLimitMs);
+    if (this.estimateDowntimeMs(remaining) <= target) return 'downtime';
     if (remaining < this.minPages) return 'min-pages';
-    if (this.noProgress()) return 'no-progress';
+    if (this.noProgress() && !this.holdNoProgress?.()) return 'no-progress';
     if (this.totalBytes > this.maxSentFactor * this.ramBytes) return 'sent-3x-memory';
     if (this.round >= this.maxRounds) return 'max-rounds';
     return undefined;

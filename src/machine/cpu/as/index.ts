@@ -4,7 +4,7 @@
 import * as S from './state';
 import { XREGS, FREGS, TLB_BASE, DIRTY_LOG, ACCESS_LOG, ABSENT_MAP, RAM_HOST, RAM_BASE, RVC_TABLE, CODE_MAP,
   JIT_CELLS, JIT_ENTRIES, JIT_CACHE, JIT_LENS, TLB_MASK, TLB_BYTES } from './layout';
-import { flushTlbAll, flushTlbWrites, setRamSize } from './mmu';
+import { flushTlbAll, flushTlbWrites, setRamSize, takeNewlyDirtyCount } from './mmu';
 import { buildRvcTable } from './rvc';
 import { csrRead, csrWrite } from './csr';
 import { currentMip } from './trap';
@@ -138,4 +138,6 @@ export function tlbFlush(): void { flushTlbAll(); }
  * misses the write TLB and marks the log again. (The host takes the log itself, word by word
  * with atomic exchanges, since another thread may mark pages meanwhile.) */
 export function tlbDropWrites(): void { flushTlbWrites(); }
+/** Pages newly marked dirty since the last call (see mmu.ts newlyDirty); resets the count. */
+export function takeNewlyDirty(): u32 { return takeNewlyDirtyCount(); }
 export function setMipHw(v: u64): void { S.mipHw = v; S.breakChunk = true; }

@@ -38,8 +38,13 @@ export function setRamSize(bytes: u64): void { ramEnd = RAM_BASE + bytes; }
 @inline export function hostOf(pa: u64): usize {
   return <usize>(pa - RAM_BASE) + RAM_HOST;
 }
+/** Pages whose dirty byte this hart turned from clear to set since the host last took the
+ * count: what the next pre-copy round must send, read by the run loop's dirty-rate limit. */
+let newlyDirty: u32 = 0;
+export function takeNewlyDirtyCount(): u32 { const n = newlyDirty; newlyDirty = 0; return n; }
 @inline function markDirty(pa: u64): void {
   const page = <usize>((pa - RAM_BASE) >> 12);
+  if (load<u8>(DIRTY_LOG + page) == 0) newlyDirty++;
   store<u8>(DIRTY_LOG + page, 1);
   store<u8>(ACCESS_LOG + page, 1);
   // A page holding translated code never has a write TLB entry (jit.ts drops them when it
