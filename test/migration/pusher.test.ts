@@ -144,6 +144,7 @@ test('post-copy push: the working set at the switch goes before the rest, each p
     } finally {
       clearInterval(acking);
     }
+    await until(() => p.received.some((m) => m.type === 'PostcopyEnd'), 'PostcopyEnd');
     const sent = pagesOf(p.received).flatMap((m) => [...m.pages]);
     assert.deepEqual([...pagesOf(p.received)[0]!.pages], [2000, 2001, 3500, 4095], 'the hot pages lead, in a frame of their own');
     assert.deepEqual(sent.slice(4, 8), [0, 1, 2, 3], 'then the rest in page order');

@@ -85,13 +85,15 @@ function stopAfter(opts: PlannerOptions, rounds: Array<[number, Iterable<number>
 
 test('downtime rule uses the bandwidth measured in the last round', () => {
   // 10000 pages in 1 s => 40.96 MB/s measured; 300 ms then moves exactly 3000 pages.
+  // Rounds that dirty more than half of what they sent, so only the limit decides. Round 2
+  // sends round 1's 5000 pages in 500 ms: 10000 pages/s, and 300 ms moves exactly 3000.
   const base = { pageCount: 10000, minPages: 0, noProgressRounds: 0 };
-  assert.deepEqual(stopAfter(base, [[1000, range(0, 3000)]]), { rule: 'downtime', round: 1 });
-  assert.deepEqual(stopAfter(base, [[1000, range(0, 3001)]]).rule, undefined);
+  assert.deepEqual(stopAfter(base, [[1000, range(0, 5000)], [500, range(0, 3000)]]), { rule: 'downtime', round: 2 });
+  assert.deepEqual(stopAfter(base, [[1000, range(0, 5000)], [500, range(0, 3001)]]).rule, undefined);
   // Same dirty set, but the round took twice as long => half the bandwidth => no stop.
-  assert.deepEqual(stopAfter(base, [[2000, range(0, 3000)]]).rule, undefined);
+  assert.deepEqual(stopAfter(base, [[1000, range(0, 5000)], [1000, range(0, 3000)]]).rule, undefined);
   // The limit is configurable.
-  assert.deepEqual(stopAfter({ ...base, downtimeLimitMs: 600 }, [[2000, range(0, 3000)]]).rule, 'downtime');
+  assert.deepEqual(stopAfter({ ...base, downtimeLimitMs: 600 }, [[1000, range(0, 5000)], [1000, range(0, 3000)]]).rule, 'downtime');
   // Round 2 sends 5000 pages in 250 ms (20000 pages/s): now 3001 pages fit in 300 ms.
   assert.deepEqual(stopAfter(base, [[1000, range(0, 5000)], [250, range(0, 3001)]]), { rule: 'downtime', round: 2 });
   const p = new PrecopyPlanner(base);
@@ -99,6 +101,19 @@ test('downtime rule uses the bandwidth measured in the last round', () => {
   round(p, 1000, range(0, 5000));
   assert.equal(p.measuredBandwidth, 10000 * PAGE);
   assert.equal(p.estimateDowntimeMs(5000), 500);
+});
+
+test('within the limit, pre-copy goes on while rounds halve, down to the floor', () => {
+  // 10000 pages in 1 s (10000 pages/s); 3000 dirtied: 300 ms fits, but the round halved.
+  const base = { pageCount: 10000, minPages: 0, noProgressRounds: 0 };
+  assert.deepEqual(stopAfter(base, [[1000, range(0, 3000)]]).rule, undefined, 'a halving round earns another');
+  // 3000 sent in 300 ms, 1000 dirtied: halving again; then 1000 in 100 ms and 600 dirtied: no
+  // longer halving, so the pause takes those 600 (60 ms).
+  assert.deepEqual(stopAfter(base, [[1000, range(0, 3000)], [300, range(0, 1000)], [100, range(0, 600)]]), { rule: 'downtime', round: 3 });
+  // Below the floor (40 pages at 10000 pages/s: 4 ms) the switch comes at once, halving or not.
+  assert.deepEqual(stopAfter(base, [[1000, range(0, 40)]]), { rule: 'downtime', round: 1 });
+  // Under minPages as well.
+  assert.deepEqual(stopAfter({ ...base, minPages: 200 }, [[1000, range(0, 150)]]), { rule: 'downtime', round: 1 });
 });
 
 test('min-pages fires below 50 remaining pages even when bandwidth says no', () => {
