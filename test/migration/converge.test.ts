@@ -10,11 +10,8 @@ import { fixedRate } from '../../src/migration/precopy/rate.js';
 import type { SenderOptions } from '../../src/migration/engine/sender.js';
 import type { MigrationProgress } from '../../src/migration/engine/report.js';
 import { estimatePrecopy } from '../../src/migration/precopy/estimate.js';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { PrecopySender } from '../../src/migration/engine/sender.js';
-import { FrameDecoder, FrameEncoder } from '../../src/migration/protocol/codec.js';
-import type { ProtocolMessage } from '../../src/migration/protocol/messages.js';
-import { FakeSourceVm, FakeTargetHost } from './fake-vm.js';
+import { FakeSourceVm, FakeTargetHost, listenAsVersion1 } from './fake-vm.js';
 import { MiB, assertSameRam, assertSourceKeptVm, assertTargetDiscarded, describe, frozenImage, live, migrate } from './harness.js';
 
 const T = { timeout: 20_000 };
@@ -155,28 +152,9 @@ test('--on-timeout postcopy to a version-1 destination is refused before anythin
   live.add(vm);
   const host = new FakeTargetHost();
   const token = host.issuer.issue();
-  const seen: ProtocolMessage[] = [];
-  const sockets: Socket[] = [];
-  // A hand-driven destination that speaks only version 1: the handshake, then it listens.
-  const server = createServer((s) => {
-    sockets.push(s);
-    s.on('error', () => undefined);
-    const enc = new FrameEncoder();
-    const dec = new FrameDecoder();
-    let challenge: ReturnType<typeof host.issuer.challenge> | undefined;
-    s.on('data', (b: Buffer) => dec.push(b, (m) => {
-      seen.push(m);
-      if (m.type === 'Hello') {
-        challenge = host.issuer.challenge(1, m.tokenId, m.sourceNonce);
-        s.write(enc.encode({ type: 'Challenge', versions: { min: 1, max: 1 }, version: 1, destinationNonce: challenge.transcript.destinationNonce }));
-      } else if (m.type === 'Auth' && challenge) {
-        s.write(enc.encode({ type: 'AuthOk', proof: host.issuer.verify(challenge, m.proof) }));
-      }
-    }));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const v1 = await listenAsVersion1(host);
+  const { port, seen } = v1;
   try {
-    const port = (server.address() as AddressInfo).port;
     const report = await new PrecopySender({ source: vm, host: '127.0.0.1', port, token, timeout: { afterMs: 60_000, strategy: 'postcopy' } }).run();
     assert.equal(report.outcome, 'failed', describe(report));
     assert.equal(report.error?.code, 'MIGRATION_UNSUPPORTED');
@@ -184,7 +162,6 @@ test('--on-timeout postcopy to a version-1 destination is refused before anythin
     assert.ok(!seen.some((m) => m.type === 'Config'), 'no Config was sent');
     assert.equal(vm.state, 'running');
   } finally {
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await v1.close();
   }
 });

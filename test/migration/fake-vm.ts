@@ -19,7 +19,8 @@ import { hostingProblem } from '../../src/migration/engine/wire-config.js';
 import { MigrationError } from '../../src/migration/errors.js';
 import { TokenIssuer } from '../../src/migration/protocol/auth.js';
 import { PAGE_COMPRESSIONS } from '../../src/migration/compression/index.js';
-import { FRAME_HEADER_BYTES, PAGE_SIZE, type ConfigMessage } from '../../src/migration/protocol/messages.js';
+import { FRAME_HEADER_BYTES, PAGE_SIZE, type ConfigMessage, type ProtocolMessage } from '../../src/migration/protocol/messages.js';
+import { FrameDecoder, FrameEncoder } from '../../src/migration/protocol/codec.js';
 
 export { PAGE_SIZE };
 
@@ -607,4 +608,36 @@ export async function until(cond: () => boolean, ms = 2000, what = 'condition'):
     if (performance.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
     await delay(5);
   }
+}
+
+/** A hand-driven destination that speaks only protocol version 1: it answers the handshake,
+ * then only listens, recording every message it got. */
+export async function listenAsVersion1(host: FakeTargetHost): Promise<{ readonly port: number; readonly seen: readonly ProtocolMessage[]; close(): Promise<void> }> {
+  const seen: ProtocolMessage[] = [];
+  const sockets: Socket[] = [];
+  const server = createServer((s) => {
+    sockets.push(s);
+    s.on('error', () => undefined);
+    const enc = new FrameEncoder();
+    const dec = new FrameDecoder();
+    let challenge: ReturnType<typeof host.issuer.challenge> | undefined;
+    s.on('data', (b: Buffer) => dec.push(b, (m) => {
+      seen.push(m);
+      if (m.type === 'Hello') {
+        challenge = host.issuer.challenge(1, m.tokenId, m.sourceNonce);
+        s.write(enc.encode({ type: 'Challenge', versions: { min: 1, max: 1 }, version: 1, destinationNonce: challenge.transcript.destinationNonce }));
+      } else if (m.type === 'Auth' && challenge) {
+        s.write(enc.encode({ type: 'AuthOk', proof: host.issuer.verify(challenge, m.proof) }));
+      }
+    }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    seen,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }

@@ -6,19 +6,16 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { Vm } from '../../src/vm/vm.js';
 import { ConsoleDriver } from '../../src/machine/console/shell.js';
 import { PrecopySender } from '../../src/migration/engine/sender.js';
-import { MigrationReceiver, type IncomingHost } from '../../src/migration/engine/receiver.js';
 import type { MigrationReport } from '../../src/migration/engine/report.js';
-import { TokenIssuer } from '../../src/migration/protocol/auth.js';
-import { PAGE_COMPRESSIONS } from '../../src/migration/compression/index.js';
 import { fixedRate, parseRate } from '../../src/migration/precopy/rate.js';
 import { ensureGuestImage } from '../../src/guest/image.js';
 import type { VmConfig } from '../../src/vm/types.js';
 import type { MigrationMode } from '../../src/migration/engine/modes.js';
+import { LoopbackDestination, startNbdkitMemory } from '../support/loopback-migration.js';
 
 const NBD_PORT = 10000 + (process.pid % 5000);
 
@@ -29,51 +26,6 @@ function attach(vm: Vm): ConsoleDriver {
   return c;
 }
 
-async function startNbdkit(): Promise<ChildProcess> {
-  const child = spawn('nbdkit', ['-f', '-p', String(NBD_PORT), '-i', '127.0.0.1', 'memory', '256M'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(NBD_PORT, '127.0.0.1');
-      s.once('connect', () => { s.destroy(); resolve(true); });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return child;
-    if (child.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  child.kill('SIGKILL');
-  throw new Error('nbdkit did not start (apt-get install nbdkit)');
-}
-
-/** A destination: reserves incoming VMs, records the receiver's report and any loss. */
-class Destination {
-  readonly issuer = new TokenIssuer();
-  readonly server: Server;
-  vm: Vm | undefined;
-  report: Promise<MigrationReport> | undefined;
-  lostReason: string | undefined;
-  port = 0;
-
-  constructor() {
-    const host: IncomingHost = {
-      issuer: this.issuer,
-      reserve: async (m) => { this.vm = await Vm.incoming(m.config as unknown as VmConfig, 'test'); return this.vm; },
-      discard: async (t) => { await (t as Vm).dispose(); },
-      adopt: () => undefined,
-      inDoubt: () => undefined,
-      lost: async (t, reason) => { this.lostReason = reason; await (t as Vm).abandon(reason); },
-    };
-    this.server = createServer((sock) => { this.report = new MigrationReceiver(sock, host, { compressions: PAGE_COMPRESSIONS }).run(); });
-  }
-
-  async listen(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.port = (this.server.address() as { port: number }).port;
-  }
-}
-
-/** memwriter's verdict on a verification asked for now: a verify line newer than those already
- * in its log (a guest faulting its pages back from the network can take well over 2 s). */
 async function verify(vm: Vm): Promise<string> {
   const con = attach(vm);
   con.send('\n');
@@ -88,7 +40,7 @@ async function verify(vm: Vm): Promise<string> {
 
 test('post-copy, hybrid and Agile move a real guest with its memory intact; a lost post-copy source fails the VM cleanly', { timeout: 900_000 }, async (t) => {
   await ensureGuestImage({ log: () => undefined });
-  const nbd = await startNbdkit();
+  const nbd = await startNbdkitMemory(NBD_PORT);
   const vms: Vm[] = [];
   try {
     const config: VmConfig = { name: 'modes', memoryMiB: 256, nets: [], disks: [], swap: `nbd://127.0.0.1:${NBD_PORT}` };
@@ -103,7 +55,7 @@ test('post-copy, hybrid and Agile move a real guest with its memory intact; a lo
     await new Promise((r) => setTimeout(r, 6000));
 
     const move = async (mode: MigrationMode, bandwidth?: string): Promise<{ report: MigrationReport; receiver: MigrationReport }> => {
-      const dst = new Destination();
+      const dst = new LoopbackDestination();
       await dst.listen();
       try {
         const sender = new PrecopySender({
@@ -151,7 +103,7 @@ test('post-copy, hybrid and Agile move a real guest with its memory intact; a lo
     });
 
     await t.test('source lost during post-copy: the destination fails the VM cleanly; the source never resumes', async () => {
-      const dst = new Destination();
+      const dst = new LoopbackDestination();
       await dst.listen();
       // A proxy we can cut, standing for the source host dying.
       const sockets: Socket[] = [];

@@ -6,15 +6,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { PrecopySender } from '../../src/migration/engine/sender.js';
 import { PUSH_BATCH_PAGES } from '../../src/migration/postcopy/pusher.js';
 import { fixedRate } from '../../src/migration/precopy/rate.js';
-import { FrameDecoder, FrameEncoder } from '../../src/migration/protocol/codec.js';
-import { MessageType, type ProtocolMessage } from '../../src/migration/protocol/messages.js';
+import { MessageType } from '../../src/migration/protocol/messages.js';
 import { ABSENT_PEER, PRESENT } from '../../src/vm/paging/marks.js';
 import { GuestMemoryLostError } from '../../src/machine/memory/errors.js';
-import { FakeSourceVm, FakeTargetHost, PAGE_SIZE, delay, until, type FakeTarget } from './fake-vm.js';
+import { FakeSourceVm, FakeTargetHost, PAGE_SIZE, delay, listenAsVersion1, until, type FakeTarget } from './fake-vm.js';
 import { MiB, assertSameRam, describe, endCalls, frozenImage, live, migrate, withTimeout, type Run } from './harness.js';
 
 const T = { timeout: 20_000 };
@@ -211,28 +209,9 @@ test('post-copy to a version-1 destination is refused before anything is reserve
   live.add(vm);
   const host = new FakeTargetHost();
   const token = host.issuer.issue();
-  const seen: ProtocolMessage[] = [];
-  const sockets: Socket[] = [];
-  // A hand-driven destination: the v1 handshake, then it only listens.
-  const server = createServer((s) => {
-    sockets.push(s);
-    s.on('error', () => undefined);
-    const enc = new FrameEncoder();
-    const dec = new FrameDecoder();
-    let challenge: ReturnType<typeof host.issuer.challenge> | undefined;
-    s.on('data', (b: Buffer) => dec.push(b, (m) => {
-      seen.push(m);
-      if (m.type === 'Hello') {
-        challenge = host.issuer.challenge(1, m.tokenId, m.sourceNonce);
-        s.write(enc.encode({ type: 'Challenge', versions: { min: 1, max: 1 }, version: 1, destinationNonce: challenge.transcript.destinationNonce }));
-      } else if (m.type === 'Auth' && challenge) {
-        s.write(enc.encode({ type: 'AuthOk', proof: host.issuer.verify(challenge, m.proof) }));
-      }
-    }));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const v1 = await listenAsVersion1(host);
+  const { port, seen } = v1;
   try {
-    const port = (server.address() as AddressInfo).port;
     const report = await new PrecopySender({ source: vm, host: '127.0.0.1', port, token, mode: 'postcopy' }).run();
     assert.equal(report.outcome, 'failed', describe(report));
     assert.equal(report.error?.code, 'MIGRATION_UNSUPPORTED');
@@ -246,8 +225,7 @@ test('post-copy to a version-1 destination is refused before anything is reserve
     assert.ok(vm.ramIntact());
     assert.deepEqual(vm.contractViolations, []);
   } finally {
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await v1.close();
   }
 });
 

@@ -9,21 +9,17 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { wallClockMs } from '../../src/machine/clock.js';
 import { fixedRate, parseRate } from '../../src/migration/precopy/rate.js';
-import { connect, createServer, type Server } from 'node:net';
 import { Vm } from '../../src/vm/vm.js';
 import { PrecopySender } from '../../src/migration/engine/sender.js';
-import { MigrationReceiver, type IncomingHost } from '../../src/migration/engine/receiver.js';
-import type { MigrationReport } from '../../src/migration/engine/report.js';
 import type { MigrationMode } from '../../src/migration/engine/modes.js';
-import { TokenIssuer } from '../../src/migration/protocol/auth.js';
-import { PAGE_COMPRESSIONS } from '../../src/migration/compression/index.js';
 import { ensureGuestImage } from '../../src/guest/image.js';
 import { GUEST_PROMPT } from '../../src/machine/console/shell.js';
 import type { VmConfig } from '../../src/vm/types.js';
 import { attach } from '../support/console.js';
+import { LoopbackDestination, startNbdkitMemory } from '../support/loopback-migration.js';
 
 const BRIDGE = `fsw${process.pid % 100000}`;
 /** Fixed, as the lab's: a bridge otherwise takes its lowest port's MAC, which changes as the
@@ -37,22 +33,6 @@ const PING_INTERVAL_S = 0.002;
 const FLOOD_COUNT = 2500;
 
 function ip(...args: string[]): void { execFileSync('ip', args, { stdio: 'ignore' }); }
-
-async function startNbdkit(): Promise<ChildProcess> {
-  const child = spawn('nbdkit', ['-f', '-p', String(NBD_PORT), '-i', '127.0.0.1', 'memory', '256M'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  for (let i = 0; i < 100; i++) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = connect(NBD_PORT, '127.0.0.1');
-      s.once('connect', () => { s.destroy(); resolve(true); });
-      s.once('error', () => resolve(false));
-    });
-    if (up) return child;
-    if (child.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  child.kill('SIGKILL');
-  throw new Error('nbdkit did not start (apt-get install nbdkit)');
-}
 
 /** `count` echo requests, one every PING_INTERVAL_S; resolves once ping has its last reply (or
  * gave up on it after 2 s) with what it counted, and when it started and ended. */
@@ -68,33 +48,9 @@ function flood(count: number): Promise<{ sent: number; received: number; startMs
   });
 }
 
-class Destination {
-  readonly issuer = new TokenIssuer();
-  readonly server: Server;
-  vm: Vm | undefined;
-  report: Promise<MigrationReport> | undefined;
-
-  constructor() {
-    const host: IncomingHost = {
-      issuer: this.issuer,
-      reserve: async (m) => { this.vm = await Vm.incoming(m.config as unknown as VmConfig, 'test'); return this.vm; },
-      discard: async (t) => { await (t as Vm).dispose(); },
-      adopt: () => undefined,
-      inDoubt: () => undefined,
-      lost: async (t, reason) => { await (t as Vm).abandon(reason); },
-    };
-    this.server = createServer((sock) => { this.report = new MigrationReceiver(sock, host, { compressions: PAGE_COMPRESSIONS }).run(); });
-  }
-
-  async listen(): Promise<number> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    return (this.server.address() as { port: number }).port;
-  }
-}
-
 test('post-copy and Agile switches under a flood of frames: every move completes, every frame arrives', { timeout: 900_000 }, async () => {
   await ensureGuestImage({ log: () => undefined });
-  const nbd = await startNbdkit();
+  const nbd = await startNbdkitMemory(NBD_PORT);
   ip('link', 'add', BRIDGE, 'type', 'bridge');
   const vms: Vm[] = [];
   try {
@@ -116,7 +72,7 @@ test('post-copy and Agile switches under a flood of frames: every move completes
     await new Promise((r) => setTimeout(r, 4000));
 
     const move = async (mode: MigrationMode, i: number): Promise<void> => {
-      const dst = new Destination();
+      const dst = new LoopbackDestination();
       const port = await dst.listen();
       try {
         // The flood starts before the migration and outlasts its switch (checked below).
