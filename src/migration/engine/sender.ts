@@ -535,8 +535,9 @@ export class PrecopySender {
     return sent;
   }
 
-  /** The destination's SwitchTimes, read where nothing else reads the return path (pre-copy's
-   * end) or handed over by the post-copy push; gives up quietly after SWITCH_TIMES_MS. */
+  /** The destination's SwitchTimes: already handed over (by the post-copy push or while
+   * waiting for another message), or read here, where nothing else reads the return path any
+   * more; gives up quietly after SWITCH_TIMES_MS. */
   private async awaitSwitchTimes(): Promise<void> {
     const arrived = this.switchTimesArrived;
     if (!arrived) return;
@@ -548,7 +549,7 @@ export class PrecopySender {
         if (m.type === 'SwitchTimes') this.onSwitchTimes(m);
       }
     })().catch(() => undefined);
-    await Promise.race([arrived, timeout, this.pusher ? arrived : reader]);
+    await Promise.race([arrived, timeout, reader]);
   }
 
   private onSwitchTimes(m: Extract<ProtocolMessage, { type: 'SwitchTimes' }>): boolean {
