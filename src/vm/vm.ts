@@ -219,6 +219,7 @@ export class Vm implements VmHandle, MigratableVm {
       // RAM must hold still for the sender: no eviction until the migration ends. Pages
       // already evicted need to be durable on the device only at the switch (swapDurable).
       await this.paging?.agile?.suspend();
+      await this.request(this.requireLink(), { type: 'rehearse-switch' }, this.timeouts.control);
       this.apply([command]);
     });
   }

@@ -45,6 +45,9 @@ export type WorkerRequest =
   | { readonly type: 'memory'; readonly id: number }
   /** Copies and clears the dirty log between two slices. */
   | { readonly type: 'harvest-dirty'; readonly id: number }
+  /** Source, as a migration begins: runs save() and its checks once, unused, so the freeze
+   * runs compiled code (Machine.rehearseSwitch). */
+  | { readonly type: 'rehearse-switch'; readonly id: number }
   /** Pauses, drains in-flight I/O, flushes disks, holds NIC input, then harvests the dirty log
    * and saves the machine state in one step: RAM stays still until `thaw`. */
   | { readonly type: 'freeze'; readonly id: number }
@@ -97,6 +100,7 @@ export interface ReplyResults {
   memory: { readonly buffer: SharedArrayBuffer; readonly layout: MemoryLayout; readonly pagerControl: SharedArrayBuffer };
   'harvest-dirty': { readonly log: Uint8Array };
   'harvest-access': { readonly log: Uint8Array };
+  'rehearse-switch': undefined;
   evict: Eviction;
   /** `pausedAtMs`: wall clock (epoch ms) when the vCPU stopped. */
   freeze: { readonly log: Uint8Array; readonly accessLog: Uint8Array; readonly state: MachineState; readonly wasRunning: boolean; readonly quiesceMs: number; readonly pausedAtMs: number };

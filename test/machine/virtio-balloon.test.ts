@@ -92,6 +92,11 @@ test('free page reporting marks and zeroes whole pages; a rewritten page stops c
 
   const state = JSON.parse(JSON.stringify(d.transport.save())) as ReturnType<typeof d.transport.save>;
   assert.deepEqual((state.device as { free: number[] }).free, [64, 1, 66, 2]);
+
+  // Runs that overlap or go backwards are refused, and nothing changes.
+  const bad = { ...state, device: { ...(state.device as object), free: [66, 2, 64, 3] } };
+  assert.throws(() => d.transport.restore(bad), /ascending and disjoint/);
+  assert.equal(b.reportedFreePages(), 3);
 });
 
 test('malformed balloon buffers → NEEDS_RESET', () => {
@@ -141,7 +146,7 @@ test('the Debian guest binds virtio_balloon, reports free pages, and follows the
     // proxy for guest time here, hence the generous bound.
     await waitUntil('a free page report', 60_000, () => b.reportedFreePages() > 0);
     assert.equal(b.reportedFreePages() % 512, 0, 'whole 2 MiB blocks');
-    const first = b.free.indexOf(1);
+    const first = b.free.runs()[0]!;
     assert.ok(b.isReportedFree(first), 'a reported page reads as zero');
 
     // The guest keeps working on memory that was handed back and zeroed.

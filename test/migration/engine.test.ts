@@ -503,7 +503,7 @@ test('frames that reach the frozen source are carried and delivered on the desti
     return e.atMs;
   };
   const chain: ['source' | 'destination', string][] = [
-    ['source', 'paused'], ['source', 'last-page-sent'], ['source', 'device-state-sent'], ['destination', 'state-loaded'],
+    ['source', 'freeze-requested'], ['source', 'paused'], ['source', 'last-page-sent'], ['source', 'device-state-sent'], ['destination', 'state-loaded'],
     ['destination', 'committed'], ['source', 'committed'], ['source', 'activate'], ['destination', 'activate'],
     ['destination', 'first-instruction'], ['destination', 'done'], ['source', 'done'],
   ];

@@ -5,7 +5,8 @@
 
 import type { JitOptions } from '../cpu/jit/jit.js';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import { Vcpu } from '../cpu/vcpu.js';
+import { Vcpu, parseVcpuState } from '../cpu/vcpu.js';
+import { forEachNonZero } from '../memory/page-maps.js';
 import { ExitReason } from '../cpu/exports.js';
 import { GuestMemory, MARK_INSTALLED, MARK_WRITTEN, PAGE_SIZE, takeMarks } from '../memory/guest-memory.js';
 import { MmioBus } from '../devices/bus.js';
@@ -131,21 +132,6 @@ export class MachineStateError extends FerryError {
   constructor(code: 'MACHINE_RUNNING' | 'MACHINE_STATE_MISMATCH', message: string) {
     super(code, message);
   }
-}
-
-let scratch: Vcpu | undefined;
-/** A hart to trial-restore states into. Kept: the module's memory cannot be smaller than
- * 32 MiB, mostly never touched, but not worth allocating per restore. */
-/** Builds the scratch hart that checkState restores a CPU section into, ahead of need: a
- * migration's destination calls it while it waits, so the switch does not pay for a 32 MiB
- * memory and a module instance. */
-export function prepareStateCheck(): void {
-  scratchVcpu();
-}
-
-function scratchVcpu(): Vcpu {
-  scratch ??= new Vcpu({ ramBytes: 16 << 20, sbiInMachine: false, host: { hostTime: () => 0, mmioRead: () => -1, mmioWrite: () => 1 } });
-  return scratch;
 }
 
 /** Pages taken out of RAM (Machine.evictPages): the contents of `pages`, in order, to store;
@@ -338,12 +324,10 @@ export class Machine {
     const log = takeMarks(this.memory.dirtyLog);
     this.vcpu.exports.tlbDropWrites();
     // Callers see 1 for any change; which kind it was stays here, for evictPages.
-    for (let p = 0; p < log.length; p++) {
-      const mark = log[p]!;
-      if (mark === 0) continue;
-      this.backed[p] = mark === MARK_INSTALLED ? 1 : 0;
+    forEachNonZero([log], log.length, (p) => {
+      this.backed[p] = log[p] === MARK_INSTALLED ? 1 : 0;
       log[p] = MARK_WRITTEN;
-    }
+    });
     return log;
   }
 
@@ -476,6 +460,17 @@ export class Machine {
   }
 
   /**
+   * Runs the switch's state paths once and changes nothing: captures the state (between two
+   * slices it is consistent, running or not) and validates it, which restores it into
+   * scratch devices. A migration's two ends are fresh worker
+   * threads, and V8 runs code slowly until it has compiled it: unrehearsed, the pause pays
+   * for compiling save() on the source and the checks and restores on the destination.
+   */
+  rehearseSwitch(): void {
+    this.checkState(this.capture());
+  }
+
+  /**
    * Validates `state` against this machine without changing anything: the sections' shapes
    * and values (by restoring them into throwaway copies of the devices), and that the state
    * was taken from a machine built like this one (RAM size, boot mode, virtio slots). Throws
@@ -571,7 +566,7 @@ export class Machine {
    * machine is touched. */
   private trialRestore(s: MachineState): void {
     const noLine = { set: () => {} };
-    scratchVcpu().restore(s.cpu);
+    parseVcpuState(s.cpu);
     new Clint([{ readTime: () => 0n, setMtimecmp: () => {}, setMsip: () => {} }]).restore(s.clint);
     new Plic([{ setExternalInterrupt: () => {} }], this.plic.sourceCount).restore(s.plic);
     new Uart16550({ write: () => {}, onInput: () => {} }, noLine).restore(s.uart);

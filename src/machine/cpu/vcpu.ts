@@ -147,20 +147,7 @@ export class Vcpu {
 
   /** Restores a saved hart. The whole state is validated before anything changes. */
   restore(s: VcpuState): void {
-    const who = 'cpu';
-    const priv = checkUint(who, 'priv', s.priv, 3);
-    if (priv === 2) throw new FerryError('DEVICE_STATE_INVALID', 'cpu: field priv must be 0, 1 or 3');
-    const x = checkArray(who, 'x', s.x, 32).map((v, i) => checkU64(who, `x[${i}]`, v));
-    const f = checkArray(who, 'f', s.f, 32).map((v, i) => checkU64(who, `f[${i}]`, v));
-    if (typeof s.csr !== 'object' || s.csr === null) throw new FerryError('DEVICE_STATE_INVALID', 'cpu: field csr must be an object');
-    const csrs = (Object.keys(CSR_NUMBERS) as (keyof CsrState)[]).map((name) => [CSR_NUMBERS[name], checkU64(who, `csr.${name}`, s.csr[name])] as const);
-    const pc = checkU64(who, 'pc', s.pc);
-    const mipSw = checkU64(who, 'mipSoftware', s.mipSoftware);
-    const mipHw = checkU64(who, 'mipLines', s.mipLines);
-    const mtimecmp = checkU64(who, 'mtimecmp', s.mtimecmp);
-    const sbiTimecmp = checkU64(who, 'sbiTimecmp', s.sbiTimecmp);
-    const reservation = checkU64(who, 'reservation', s.reservation);
-
+    const { priv, x, f, csrs, pc, mipSw, mipHw, mtimecmp, sbiTimecmp, reservation } = parseVcpuState(s);
     const e = this.exports;
     for (const [num, v] of csrs) e.setCsr(num, v);
     x.forEach((v, i) => { this.x[i] = v; });
@@ -177,4 +164,25 @@ export class Vcpu {
     e.jitDropCache();
     this.jit.reset();
   }
+}
+
+/** A saved hart's values, checked: what restore() writes. Also Machine.checkState's trial of a
+ * CPU section, which needs no hart (the hart's setters take any value). */
+export function parseVcpuState(s: VcpuState) {
+  const who = 'cpu';
+  const priv = checkUint(who, 'priv', s.priv, 3);
+  if (priv === 2) throw new FerryError('DEVICE_STATE_INVALID', 'cpu: field priv must be 0, 1 or 3');
+  const x = checkArray(who, 'x', s.x, 32).map((v, i) => checkU64(who, `x[${i}]`, v));
+  const f = checkArray(who, 'f', s.f, 32).map((v, i) => checkU64(who, `f[${i}]`, v));
+  if (typeof s.csr !== 'object' || s.csr === null) throw new FerryError('DEVICE_STATE_INVALID', 'cpu: field csr must be an object');
+  const csrs = (Object.keys(CSR_NUMBERS) as (keyof CsrState)[]).map((name) => [CSR_NUMBERS[name], checkU64(who, `csr.${name}`, s.csr[name])] as const);
+  return {
+    priv, x, f, csrs,
+    pc: checkU64(who, 'pc', s.pc),
+    mipSw: checkU64(who, 'mipSoftware', s.mipSoftware),
+    mipHw: checkU64(who, 'mipLines', s.mipLines),
+    mtimecmp: checkU64(who, 'mtimecmp', s.mtimecmp),
+    sbiTimecmp: checkU64(who, 'sbiTimecmp', s.sbiTimecmp),
+    reservation: checkU64(who, 'reservation', s.reservation),
+  } as const;
 }

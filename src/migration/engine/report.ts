@@ -84,7 +84,7 @@ export interface MigrationReport {
 /** The instants of a switch, in the order they happen. `paused`: the vCPU stopped; `frozen`:
  * in-flight I/O drained, disks flushed, state taken, and the source engine has it. */
 export type SwitchEventName =
-  | 'paused' | 'frozen' | 'last-page-sent' | 'device-state-sent' | 'state-loaded' | 'committed' | 'activate'
+  | 'freeze-requested' | 'paused' | 'frozen' | 'last-page-sent' | 'device-state-sent' | 'state-loaded' | 'committed' | 'activate'
   | 'first-instruction' | 'first-frame-out' | 'announce-sent' | 'done';
 
 /** One instant of the switch by the wall clock of the host that saw it: epoch ms with

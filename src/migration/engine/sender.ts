@@ -6,8 +6,10 @@
 
 import { connect, type Socket } from 'node:net';
 import type { VmConfig, FrozenVm, SwapOut, CarriedFrames } from '../../vm/types.js';
+import { wallClockMs } from '../../machine/clock.js';
 import { SwitchTimeline } from './switch-timeline.js';
-import { ABSENT_SWAP, countMarked, markedRuns, pageRuns, type PagedMemory } from '../../vm/paging/marks.js';
+import { ABSENT_SWAP, markedRuns, pageRuns, type PagedMemory } from '../../vm/paging/marks.js';
+import { countNonZero, WARM_UP_CALLS } from '../../machine/memory/page-maps.js';
 import { PostcopyPusher, type PushReport } from '../postcopy/pusher.js';
 import { modeNeeds, type MigrationMode } from './modes.js';
 import { MigrationChannel } from './channel.js';
@@ -134,6 +136,9 @@ export class PrecopySender {
   private frozen = false;
   private committed = false;
   private pausedAt: number | undefined;
+  /** When the vCPU really stopped (the worker's wall clock, this host's): the downtime starts
+   * here, not at the freeze request, which the guest runs through. */
+  private pausedAtWall: number | undefined;
   private downtimeMs: number | null = null;
   private lastProgress = 0;
   private round = 0;
@@ -259,6 +264,7 @@ export class PrecopySender {
     }
     this.tracker.move({ kind: 'reservation' });
     await ch.send(configMessage(source.config));
+    await rehearseScans(mem);
     // Agile's swap-out runs while the destination reserves: neither waits for the other.
     if (needs.swap) {
       try {
@@ -339,12 +345,15 @@ export class PrecopySender {
     }
     // Stop-and-copy: the VM pauses here.
     this.checkCancelled();
+    const freezeRequestedAt = wallClockMs();
     this.pausedAt = performance.now();
     const frozen = await source.freeze();
     this.frozen = true;
     const timeline = new SwitchTimeline();
     this.timeline = timeline;
+    timeline.mark('freeze-requested', freezeRequestedAt);
     timeline.mark('paused', frozen.pausedAtMs);
+    this.pausedAtWall = frozen.pausedAtMs;
     timeline.mark('frozen');
     // A switch that stalls (a dead link, a hung destination) is abandoned within a bound tied
     // to the downtime limit, and the VM resumes here.
@@ -352,7 +361,7 @@ export class PrecopySender {
     let peerPages: Uint32Array | undefined;
     let plan: RoundPlan;
     try {
-      plan = lastLog ? planner.beginRound(lastLog, frozen.dirtyLog) : planner.beginOnlyRound((p) => prescan![p] !== 0 || frozen.dirtyLog[p] !== 0);
+      plan = lastLog ? planner.beginRound(lastLog, frozen.dirtyLog) : planner.beginOnlyRound(prescan!, frozen.dirtyLog);
       this.tracker.move({ kind: 'stop-and-copy', round: plan.round });
       const t0 = performance.now();
       let bytes: number;
@@ -363,14 +372,15 @@ export class PrecopySender {
       } else {
         bytes = await this.sendRound(ch, plan, mem, zeroPages);
       }
-      bytes += await this.sendAbsent(ch, 'swap', markedRuns(mem.absent, ABSENT_SWAP));
-      this.swappedAtSwitch = countMarked(mem, ABSENT_SWAP);
+      const swapped = markedRuns(mem.absent, ABSENT_SWAP);
+      bytes += await this.sendAbsent(ch, 'swap', swapped);
+      this.swappedAtSwitch = swapped.reduce((n, r) => n + r.count, 0);
       await ch.send({ type: 'RoundEnd', round: plan.round, pagesSent: this.roundCounts.sent, pagesZeroed: this.roundCounts.zeroed });
       timeline.mark('last-page-sent');
       await ch.send({ type: 'DeviceState', state: frozen.state as unknown as Record<string, unknown> });
       timeline.mark('device-state-sent');
       await ch.send({ type: 'CommitRequest', finalRound: plan.round });
-      planner.endRound({ durationMs: performance.now() - t0, dirtyLog: new Uint8Array(mem.pageCount), bytesSent: bytes, pagesSent: this.roundCounts.sent });
+      planner.endRound({ durationMs: performance.now() - t0, bytesSent: bytes, pagesSent: this.roundCounts.sent });
       this.tracker.move({ kind: 'commitment' });
       await this.awaitMessage(ch, 'Committed', this.timeouts.commitMs, 'commitment');
     } finally {
@@ -388,7 +398,7 @@ export class PrecopySender {
     await this.carryFrames(ch, false);
     if (!peerPages || peerPages.length === 0) {
       await this.awaitMessage(ch, 'Done', this.timeouts.activateMs, 'activation');
-      this.downtimeMs = round1(performance.now() - this.pausedAt);
+      this.downtimeMs = this.downtimeSoFar();
       timeline.mark('done');
       await this.carryFrames(ch, true);
       await this.awaitSwitchTimes();
@@ -408,6 +418,11 @@ export class PrecopySender {
    * touch absent pages (a NIC's announcement writes guest buffers), and the destination
    * answers Activate only once it runs. Done, when it comes, ends the downtime.
    */
+  /** Ms since the vCPU stopped; since the freeze was asked for when it never answered. */
+  private downtimeSoFar(): number {
+    return round1(this.pausedAtWall !== undefined ? wallClockMs() - this.pausedAtWall : performance.now() - this.pausedAt!);
+  }
+
   private async postcopy(ch: MigrationChannel, mem: PagedMemory, peerPages: Uint32Array, round: number, touched: Uint8Array | undefined): Promise<void> {
     // Pushed pages keep to the migration's rate cap; the ack window (pusher.ts) keeps requested ones from queueing.
     const r = this.opts.rate ?? DEFAULT_DYNAMIC_RATE;
@@ -416,7 +431,7 @@ export class PrecopySender {
     let tail: Promise<void> | undefined;
     const onDone = (): void => {
       done = true;
-      this.downtimeMs = round1(performance.now() - this.pausedAt!);
+      this.downtimeMs = this.downtimeSoFar();
       this.timeline?.mark('done');
       this.tracker.move({ kind: 'postcopy' });
       // Beside the push: the last frames, then SwitchEnd, which the destination answers.
@@ -743,7 +758,7 @@ export class PrecopySender {
       this.migratingOut = false;
     }
     // The pause was not a switch-over: report it as the downtime the guest saw anyway.
-    if (this.pausedAt !== undefined) this.downtimeMs = round1(performance.now() - this.pausedAt);
+    if (this.pausedAt !== undefined) this.downtimeMs = this.downtimeSoFar();
     this.tracker.move({ kind: 'failed', error: message, code: codeText });
   }
 
@@ -813,6 +828,16 @@ export class PrecopySender {
       } : {}),
       ...(this.timeline ? { switch: this.timeline.report() } : {}),
     };
+  }
+}
+
+/** The switch's scans of RAM's page maps (the planner's union, the swap runs), run ahead of it
+ * while the destination reserves: each costs ms at 2 GiB until V8 has optimized it. */
+async function rehearseScans(mem: PagedMemory): Promise<void> {
+  for (let i = 0; i < WARM_UP_CALLS; i++) {
+    countNonZero([mem.dirtyLog, mem.absent], mem.pageCount);
+    markedRuns(mem.absent, ABSENT_SWAP);
+    await yieldNow();
   }
 }
 

@@ -10,6 +10,7 @@
 //   else { pause(); plan = planner.beginRound(log, harvestAndClear(mem.dirtyLog)); ...send all...; planner.endRound(...) }
 
 import { PAGE_SIZE } from '../../machine/memory/guest-memory.js';
+import { countNonZero, nonZeroPages } from '../../machine/memory/page-maps.js';
 import { RateController, type RateConfig, DEFAULT_DYNAMIC_RATE } from './rate.js';
 
 /** `timeout`: the engine ended pre-copy on the migration's deadline (stopNow), not a rule. */
@@ -56,8 +57,9 @@ export interface RoundPlan {
 
 export interface RoundStats {
   durationMs: number;
-  /** The dirty log harvested (and cleared) at the end of this round: 1 byte per page. */
-  dirtyLog: Uint8Array;
+  /** The dirty log harvested (and cleared) at the end of this round: 1 byte per page. May be
+   * left out for the stop-and-copy round, which the paused VM dirties nothing during. */
+  dirtyLog?: Uint8Array;
   /** Bytes actually put on the wire, if the engine knows better than pages x page size. */
   bytesSent?: number;
   /** Pages actually sent, if the engine knows better than planned minus skipped (zero pages
@@ -161,30 +163,25 @@ export class PrecopyPlanner {
     return this.open(Uint32Array.from(pages), false);
   }
 
-  /** Pure post-copy: the stop-and-copy round is the first and only one. */
-  beginOnlyRound(isNonZero: (page: number) => boolean): RoundPlan {
+  /** Pure post-copy: the stop-and-copy round is the first and only one, of the pages non-zero in
+   * any of the maps (a scan made while the VM ran, and the log taken at the pause). */
+  beginOnlyRound(...maps: Uint8Array[]): RoundPlan {
     if (this.phase !== 'idle' || this.round !== 0) throw new Error('beginOnlyRound: already started');
-    const pages: number[] = [];
-    for (let p = 0; p < this.pageCount; p++) if (isNonZero(p)) pages.push(p);
-    return this.open(Uint32Array.from(pages), true);
+    for (const m of maps) this.checkLog(m);
+    return this.open(nonZeroPages(maps, this.pageCount), true);
   }
 
   /**
    * Later rounds: the union of the given dirty logs (and pages skipped last round). After
    * `endRound` has said stop, this opens the stop-and-copy round; pass both the last
-   * harvest and the one taken after pausing the VM.
+   * harvest and the one taken after pausing the VM. Scanned a word at a time: at the pause
+   * this is on the downtime's path, and it reads all of RAM's log.
    */
   beginRound(...dirtyLogs: Uint8Array[]): RoundPlan {
     if (this.round === 0) throw new Error('beginRound: call beginFirstRound first');
     if (this.phase !== 'idle' && this.phase !== 'stopped') throw new Error(`beginRound: not allowed in phase ${this.phase}`);
     for (const log of dirtyLogs) this.checkLog(log);
-    const pages: number[] = [];
-    for (let p = 0; p < this.pageCount; p++) {
-      let dirty = this.skipped[p] !== 0;
-      for (let i = 0; !dirty && i < dirtyLogs.length; i++) dirty = dirtyLogs[i]![p] !== 0;
-      if (dirty) pages.push(p);
-    }
-    return this.open(Uint32Array.from(pages), this.phase === 'stopped');
+    return this.open(nonZeroPages([this.skipped, ...dirtyLogs], this.pageCount), this.phase === 'stopped');
   }
 
   /**
@@ -218,12 +215,13 @@ export class PrecopyPlanner {
   endRound(stats: RoundStats): RoundDecision {
     if (this.phase !== 'in-round' && this.phase !== 'in-final') throw new Error('endRound: no round in progress');
     if (!(stats.durationMs >= 0)) throw new RangeError(`durationMs must be >= 0, got ${stats.durationMs}`);
-    this.checkLog(stats.dirtyLog);
     const plan = this.plan!;
     const final = this.phase === 'in-final';
+    if (!final && stats.dirtyLog === undefined) throw new Error('endRound: a pre-copy round needs its dirty log');
+    if (stats.dirtyLog !== undefined) this.checkLog(stats.dirtyLog);
 
-    let dirtied = 0;
-    for (let p = 0; p < this.pageCount; p++) if (stats.dirtyLog[p] !== 0 || this.skipped[p] !== 0) dirtied++;
+    // Stop-and-copy skips nothing, and a paused VM dirties nothing unless the log says so.
+    const dirtied = stats.dirtyLog === undefined ? 0 : countNonZero([stats.dirtyLog, this.skipped], this.pageCount);
     const pagesSent = stats.pagesSent ?? plan.pages.length - this.skippedThisRound;
     const bytesSent = stats.bytesSent ?? pagesSent * this.pageSize;
     const dirtyBytes = dirtied * this.pageSize;

@@ -2,6 +2,7 @@
 // for non-zero; the main thread's page server picks the supplier by value.
 
 import { MARK_INSTALLED, MARK_WRITTEN, PAGE_SIZE } from '../../machine/memory/guest-memory.js';
+import { forEachRun } from '../../machine/memory/page-maps.js';
 
 export { MARK_INSTALLED, MARK_WRITTEN, PAGE_SIZE };
 
@@ -34,7 +35,7 @@ export function installPage(mem: PagedMemory, page: number, data: Uint8Array, ma
 
 export function countMarked(mem: PagedMemory, mark: number): number {
   let n = 0;
-  for (let p = 0; p < mem.pageCount; p++) if (mem.absent[p] === mark) n++;
+  forEachRun(mem.absent.subarray(0, mem.pageCount), mark, (_, count) => { n += count; });
   return n;
 }
 
@@ -56,7 +57,7 @@ export function pageRuns(pages: Iterable<number>, max = Number.POSITIVE_INFINITY
 
 /** Ascending runs of pages carrying `mark`. */
 export function markedRuns(absent: Uint8Array, mark: number): PageRun[] {
-  const pages: number[] = [];
-  for (let p = 0; p < absent.length; p++) if (absent[p] === mark) pages.push(p);
-  return pageRuns(pages);
+  const runs: PageRun[] = [];
+  forEachRun(absent, mark, (first, count) => runs.push({ first, count }));
+  return runs;
 }

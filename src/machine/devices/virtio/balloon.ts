@@ -5,7 +5,7 @@
 // Free page reporting contract (what the migration engine may rely on):
 //  - When the guest reports a range, the device *discards* it: every whole 4 KiB page in it is
 //    zero-filled through GuestMemory (so the dirty log marks it like any device write) and
-//    `free[page]` is set. The spec allows this: without VIRTIO_BALLOON_F_PAGE_POISON (never
+//    the page joins the `free` set. The spec allows this: without VIRTIO_BALLOON_F_PAGE_POISON (never
 //    offered) the driver must not assume a reported page keeps its contents, and Linux turns
 //    reporting off when it would care (init_on_free, page poisoning).
 //  - `free` is a hint, not a promise: CPU stores bypass the device, so after a report the guest
@@ -25,6 +25,7 @@ import { readChain, type DescriptorChain } from './queue.js';
 import { VirtioGuestError } from './errors.js';
 import { GuestMemory, PAGE_SHIFT, PAGE_SIZE } from '../../memory/guest-memory.js';
 import { ZeroPages } from '../../memory/zero-pages.js';
+import { PageSet, type PageRuns } from '../../memory/page-set.js';
 import { checkArray, checkBool, checkUint } from '../../state-check.js';
 import { DeviceStateError } from '../errors.js';
 
@@ -43,8 +44,7 @@ const PFN_SHIFT = 12;
 /** Linux sends at most 256 PFNs per buffer; allow slack, refuse absurd chains. */
 const MAX_PFN_BYTES = 64 * 1024;
 
-/** Page ranges as [first, count] pairs: compact for the long runs both maps hold. */
-export type PageRuns = number[];
+export type { PageRuns };
 
 export interface VirtioBalloonState {
   numPages: number;
@@ -59,14 +59,12 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
   readonly deviceId = DEVICE_ID_BALLOON;
   readonly features = BALLOON_F_REPORTING;
   readonly queueSizes = [QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE];
-  /** Per guest page: 1 = reported free and zeroed at report time (a hint; see above). */
-  readonly free: Uint8Array;
-  /** Per guest page: 1 = in the balloon (inflated, not yet deflated). */
-  readonly ballooned: Uint8Array;
+  /** Pages reported free and zeroed at report time (a hint; see above). */
+  readonly free = new PageSet();
+  /** Pages in the balloon (inflated, not yet deflated). */
+  readonly ballooned = new PageSet();
   /** Number of reports (buffers on the reporting queue) processed since boot. */
   reports = 0;
-  private freeCount = 0;
-  private balloonCount = 0;
   /** Target size in pages, set by the host (config num_pages). */
   private numPages = 0;
   /** Pages the driver says it holds (config actual). */
@@ -78,24 +76,21 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
 
   constructor(private readonly memory: GuestMemory) {
     this.zeroPages = new ZeroPages(memory.bytes);
-    this.free = new Uint8Array(memory.pageCount);
-    this.ballooned = new Uint8Array(memory.pageCount);
   }
 
   /** See the contract at the top of this file. Clears the mark of a page that was rewritten. */
   isReportedFree(page: number): boolean {
-    if (this.free[page] !== 1) return false;
+    if (!this.free.has(page)) return false;
     if (this.zeroPages.isZero(page)) return true;
-    this.free[page] = 0;
-    this.freeCount--;
+    this.free.delete(page);
     return false;
   }
 
   /** Pages currently marked reported-free (marks are dropped lazily by isReportedFree). */
-  reportedFreePages(): number { return this.freeCount; }
+  reportedFreePages(): number { return this.free.size; }
 
-  isBallooned(page: number): boolean { return this.ballooned[page] === 1; }
-  balloonedPages(): number { return this.balloonCount; }
+  isBallooned(page: number): boolean { return this.ballooned.has(page); }
+  balloonedPages(): number { return this.ballooned.size; }
 
   /** Host side: ask the guest to hold `pages` 4 KiB pages in the balloon. */
   setTarget(pages: number): void {
@@ -131,8 +126,7 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
     this.ctx = undefined;
     this.broken = false;
     this.actual = 0;
-    this.ballooned.fill(0);
-    this.balloonCount = 0;
+    this.ballooned.clear();
   }
 
   notify(queue: number): void {
@@ -171,12 +165,10 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
     }
     for (const page of pages) {
       if (inflate) {
-        if (this.ballooned[page] === 0) this.balloonCount++;
-        this.ballooned[page] = 1;
+        this.ballooned.add(page);
         this.memory.fill(this.memory.ramBase + BigInt(page * PAGE_SIZE), PAGE_SIZE);
       } else {
-        if (this.ballooned[page] === 1) this.balloonCount--;
-        this.ballooned[page] = 0;
+        this.ballooned.delete(page);
       }
     }
   }
@@ -192,10 +184,7 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
       const end = Math.floor((start + s.len) / PAGE_SIZE);
       if (end <= first) continue;
       this.memory.fill(this.memory.ramBase + BigInt(first * PAGE_SIZE), (end - first) * PAGE_SIZE);
-      for (let p = first; p < end; p++) {
-        if (this.free[p] === 0) this.freeCount++;
-        this.free[p] = 1;
-      }
+      this.free.add(first, end - first);
     }
     this.reports++;
   }
@@ -205,7 +194,7 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
   }
 
   save(): VirtioBalloonState {
-    return { numPages: this.numPages, actual: this.actual, broken: this.broken, ballooned: toRuns(this.ballooned), free: toRuns(this.free) };
+    return { numPages: this.numPages, actual: this.actual, broken: this.broken, ballooned: this.ballooned.runs(), free: this.free.runs() };
   }
 
   restore(s: VirtioBalloonState, ctx: VirtioDeviceContext | undefined): void {
@@ -213,35 +202,27 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
     const numPages = checkUint(n, 'numPages', s.numPages, 0xffff_ffff);
     const actual = checkUint(n, 'actual', s.actual, 0xffff_ffff);
     const broken = checkBool(n, 'broken', s.broken);
-    const ballooned = fromRuns(n, 'ballooned', s.ballooned, this.memory.pageCount);
-    const free = fromRuns(n, 'free', s.free, this.memory.pageCount);
+    const pages = this.memory.pageCount;
+    const ballooned = checkRuns(n, 'ballooned', s.ballooned, pages);
+    const free = checkRuns(n, 'free', s.free, pages);
     Object.assign(this, { numPages, actual, broken, ctx });
-    this.ballooned.set(ballooned);
-    this.free.set(free);
-    this.balloonCount = ballooned.reduce((a, b) => a + b, 0);
-    this.freeCount = free.reduce((a, b) => a + b, 0);
+    this.ballooned.assign(ballooned);
+    this.free.assign(free);
   }
 }
 
-function toRuns(map: Uint8Array): PageRuns {
-  const runs: number[] = [];
-  for (let p = 0; p < map.length;) {
-    if (map[p] === 0) { p++; continue; }
-    const first = p;
-    while (p < map.length && map[p] === 1) p++;
-    runs.push(first, p - first);
-  }
-  return runs;
-}
-
-function fromRuns(device: string, field: string, v: unknown, pages: number): Uint8Array {
+/** Checks [first, count] pairs: in range, ascending and disjoint (what PageSet.runs writes). */
+function checkRuns(device: string, field: string, v: unknown, pages: number): readonly number[] {
   const runs = checkArray(device, field, v);
   if (runs.length % 2 !== 0) throw new DeviceStateError(device, `field ${field} must hold [first, count] pairs`);
-  const map = new Uint8Array(pages);
+  const out: number[] = [];
+  let end = 0;
   for (let i = 0; i < runs.length; i += 2) {
     const first = checkUint(device, `${field}[${i}]`, runs[i], pages);
     const count = checkUint(device, `${field}[${i + 1}]`, runs[i + 1], pages - first);
-    map.fill(1, first, first + count);
+    if (first < end) throw new DeviceStateError(device, `field ${field} runs must be ascending and disjoint (run ${i / 2} starts at ${first}, before ${end})`);
+    end = first + count;
+    out.push(first, count);
   }
-  return map;
+  return out;
 }
