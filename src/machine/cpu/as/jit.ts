@@ -20,6 +20,7 @@ import { loadSlow, storeSlow, flushTlbWrites, refillFetch } from './mmu';
 /** Table index of entry 0's function; the interpreter itself puts nothing in the table. */
 export const JIT_SLOT_BASE: u32 = 64;
 const PENDING: i32 = 1 << 30;
+export const TOO_LONG: i32 = -2;
 
 // A cache entry (16 bytes): pc u64, host u32, generation u32; its length (i32) is in JIT_LENS
 // (-1 = nothing to translate at this pc). The cache is direct-mapped; a block start that
@@ -45,8 +46,8 @@ export function jitFlush(): void {
 }
 
 /** Runs the translated block at pc when there is one that fits in `allow` instructions.
- * Returns the instructions it counted (as the interpreter counts: a trapping one too), or -1
- * when the interpreter must step. */
+ * Returns the instructions it counted (as the interpreter counts: a trapping one too), -1
+ * when the interpreter must step, or TOO_LONG when there is a block but it does not fit. */
 export function jitTry(allow: i32): i32 {
   const pc = S.pc;
   const vpn = pc >> 12;
@@ -75,7 +76,8 @@ export function jitTry(allow: i32): i32 {
     }
     len = compile(ent, idx, pc, host, page, gen);
   }
-  if (len <= 0 || len > allow) return -1;
+  if (len <= 0) return -1;
+  if (len > allow) return TOO_LONG;
   const n = call_indirect<i32>(JIT_SLOT_BASE + <u32>idx, <u32>S.dataTlb, allow, 0);
   if (S.trapped) S.trapped = false;
   else S.pc = load<u64>(CELL_PC);
