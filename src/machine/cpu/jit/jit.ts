@@ -20,13 +20,15 @@ export interface JitOptions {
 
 export const DEFAULT_JIT_THRESHOLD = 1024;
 
-/** The FERRY_JIT environment variable: unset or "0" = off, "on" = on at the default
- * threshold, a positive integer = on at that threshold. */
+/** The FERRY_JIT environment variable: unset or "on" = on at the default threshold, "0" or
+ * "off" = interpret only, a positive integer = on at that threshold. */
 export function jitFromEnv(env: NodeJS.ProcessEnv = process.env): JitOptions | undefined {
   const v = env.FERRY_JIT;
-  if (v === 'on') return { threshold: DEFAULT_JIT_THRESHOLD };
+  if (v === undefined || v === '' || v === 'on') return { threshold: DEFAULT_JIT_THRESHOLD };
+  if (v === '0' || v === 'off') return undefined;
   const n = Number(v);
-  return Number.isInteger(n) && n >= 1 ? { threshold: n } : undefined;
+  if (Number.isInteger(n) && n >= 1) return { threshold: n };
+  throw new FerryError('BAD_FERRY_JIT', `FERRY_JIT must be on, off, 0 or a positive threshold, not ${JSON.stringify(v)}`);
 }
 
 /** What the interpreter exports for translated code to call. */
