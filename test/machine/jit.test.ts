@@ -115,3 +115,21 @@ test('save() carries no translation state: a restored hart, translating or not, 
   assert.equal(b.v.jitStats().instructions, 0n);
   assert.ok(c.v.jitStats().instructions > 0n);
 });
+
+test('straight-line code past the block length limit is translated with the block it follows, and rewriting it retires it', () => {
+  const LONG = BASE + 0x3000, CALLER = BASE + 0x4000, N = 200;
+  const { v, mem } = hart({ threshold: 2, batchWaitMs: 0 });
+  mem.write(BigInt(LONG), new Uint8Array(new Uint32Array([...Array<number>(N).fill(addi(A0, A0, 1)), jalr(0, RA, 0)]).buffer));
+  mem.write(BigInt(CALLER), new Uint8Array(new Uint32Array([jal(RA, LONG - CALLER), WFI]).buffer));
+  const once = (): bigint => { call(v, CALLER, { [A0]: 0n }); return v.getX(A0); };
+  assert.equal(once(), BigInt(N));
+  const before = v.jitStats().instructions;
+  // The second call makes LONG's first block hot; the blocks after it come with it rather than
+  // each waiting for its own count.
+  assert.equal(once(), BigInt(N));
+  assert.ok(v.jitStats().instructions - before >= BigInt(N), `only ${v.jitStats().instructions - before} instructions ran translated`);
+  // A line of the fourth block, masked by the host when it queued that block.
+  mem.writeU32(BigInt(LONG + 4 * 150), addi(A0, A0, 5));
+  assert.equal(once(), BigInt(N + 4));
+  assert.equal(once(), BigInt(N + 4));
+});

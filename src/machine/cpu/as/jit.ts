@@ -87,6 +87,9 @@ export function jitTry(allow: i32): i32 {
 }
 
 function compile(ent: usize, idx: usize, pc: u64, host: u32, page: usize, gen: u32): i32 {
+  const m = CODE_MAP + (page << 3);
+  // Before the host runs: it may mask lines of this page itself (blocks it queues after this one).
+  const was = load<u32>(m, 4);
   const r = jitCompile(pc, host, JIT_SLOT_BASE + <u32>idx);
   // A pending block matches its entry with length 0 (run by the interpreter) until installed.
   const len = r <= 0 ? -1 : (r & PENDING) != 0 ? 0 : r & 0xff;
@@ -100,9 +103,7 @@ function compile(ent: usize, idx: usize, pc: u64, host: u32, page: usize, gen: u
   const first = (host & 0xfff) >> 7;
   const last = ((host & 0xfff) + ((<u32>r >> 8) & 0x3fff) - 1) >> 7;
   const bits = (((<u32>2 << last) - 1) >> first) << first;
-  const m = CODE_MAP + (page << 3);
-  const was = load<u32>(m, 4);
-  store<u32>(m, was | bits, 4);
+  store<u32>(m, load<u32>(m, 4) | bits, 4);
   // The page's write TLB entries would bypass markDirty: a page entering the mask drops them.
   if (was == 0) flushTlbWrites();
   return len;

@@ -4,7 +4,7 @@
 // Nothing here is machine state: a restored or migrated machine starts with an empty cache.
 
 import { FerryError } from '../../../errors.js';
-import { decodeBlock, Insn } from './decode.js';
+import { decodeBlock, endsBlock, Insn, MAX_BLOCK } from './decode.js';
 import { batchModule, ChainTarget, translateBlock, TranslatorLayout } from './translate.js';
 
 /** How the JIT runs, per machine. */
@@ -74,6 +74,8 @@ const BATCH = 128;
 /** How long a hot block waits for its batch, in milliseconds (checked when another block
  * turns hot, and between slices). */
 const BATCH_WAIT_MS = 20;
+/** Blocks queued after a hot one that ran into the length limit (straight-line code). */
+const SUCCESSORS = 16;
 /** Compiled blocks kept for reinstalling; past this the host cache starts over. */
 const KEEP = 1 << 18;
 
@@ -162,9 +164,9 @@ export class Jit {
     }
     const block = decodeBlock(this.view, this.rvc, at, host);
     if (block.length === 0) return 0;
-    const last = block[block.length - 1]!;
-    const r = block.length | (Number(last.pc - at + BigInt(last.len)) << 8);
+    const r = extent(block, at);
     if (this.pending.length === 0) this.oldest = t0;
+    this.queueSuccessors(at, host, gen, block);
     this.pending.push({ slot, pc: at, host, gen, r, block });
     this.blocks++;
     this.compileMs += performance.now() - t0;
@@ -176,6 +178,48 @@ export class Jit {
     }
     this.startBatch(t0);
     return r | PENDING;
+  }
+
+  /**
+   * Straight-line code after a block that stopped at the length limit runs as often as the
+   * block does, but the interpreter marks block starts only at jumps and branches, so each
+   * 64-instruction piece of a long function would count to the threshold on its own, one after
+   * the other. They are queued with the block instead: their cache entries written as waiting
+   * and their lines masked now, read from the same page (the next page's host address is the
+   * fetch TLB's to give) in the same generation. An entry holding other translated code stays.
+   */
+  private queueSuccessors(pc: bigint, host: number, gen: number, block: Insn[]): void {
+    const lay = this.layout;
+    let b = block, at = pc, h = host;
+    for (let n = 0; n < SUCCESSORS && b.length === MAX_BLOCK && !endsBlock(b[b.length - 1]!.insn); n++) {
+      const len = extent(b, at) >>> 8;
+      at = BigInt.asUintN(64, at + BigInt(len));
+      h += len;
+      if ((at & 0xfffn) === 0n) return;
+      b = decodeBlock(this.view, this.rvc, at, h);
+      if (b.length === 0) return;
+      const e = Number(((at >> 1n) ^ (at >> 17n)) & BigInt(lay.entries - 1));
+      const here = this.entryPc[2 * e] === at && this.entryWords[4 * e + 2] === h && this.entryWords[4 * e + 3] === gen;
+      if (here && this.lens[e]! >= 0) continue;
+      if (!here && this.lens[e]! > 0) return;
+      const r = extent(b, at);
+      this.entryPc[2 * e] = at;
+      this.entryWords[4 * e + 2] = h;
+      this.entryWords[4 * e + 3] = gen;
+      const off = h & 0xfff, first = off >>> 7, last = (off + (r >>> 8) - 1) >>> 7;
+      const m = (lay.codeMap >>> 2) + 2 * ((h - lay.ramHost) >>> 12) + 1;
+      this.codeMap[m] = (this.codeMap[m]! | ((((2 << last) - 1) >>> first) << first)) >>> 0;
+      const k = this.kept.get(h);
+      if (k && k.pc === at && k.gen === gen) {
+        this.table.set(lay.slotBase + e, k.fn);
+        this.lens[e] = r & 0xff;
+        this.reused++;
+        continue;
+      }
+      this.lens[e] = 0;
+      this.pending.push({ slot: lay.slotBase + e, pc: at, host: h, gen, r, block: b });
+      this.blocks++;
+    }
   }
 
   /** Between slices: hands the pending blocks to the background compiler once they have
@@ -293,6 +337,12 @@ export class Jit {
   stats(): JitStats {
     return { blocks: this.blocks, reused: this.reused, modules: this.modules, compileMs: this.compileMs, backgroundMs: this.backgroundMs };
   }
+}
+
+/** A block's most instructions | its length in bytes << 8. */
+function extent(block: Insn[], pc: bigint): number {
+  const last = block[block.length - 1]!;
+  return block.length | (Number(last.pc - pc + BigInt(last.len)) << 8);
 }
 
 function compileError(batch: Pending[], cause: unknown): FerryError {
