@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { Vcpu } from '../../src/machine/cpu/vcpu.js';
 import { ExitReason } from '../../src/machine/cpu/exports.js';
 import { GuestMemory } from '../../src/machine/memory/guest-memory.js';
+import type { JitOptions } from '../../src/machine/cpu/jit/jit.js';
 import { addi, bType, FENCE_I, jal, jalr, sType, WFI } from './jit-asm.js';
 
 const BASE = 0x8000_0000;
@@ -14,8 +15,8 @@ const FUNC = BASE + 0x1000;
 const PATCH = BASE + 0x2000;
 const RA = 1, T0 = 5, T1 = 6, T2 = 7, A0 = 10;
 
-function hart(): { v: Vcpu; mem: GuestMemory } {
-  const v = new Vcpu({ ramBytes: 16 << 20, sbiInMachine: false, jit: { threshold: 1, batchWaitMs: 0 }, host: { hostTime: () => 0, mmioRead: () => -1, mmioWrite: () => 1 } });
+function hart(jit: JitOptions = { threshold: 1, batchWaitMs: 0 }): { v: Vcpu; mem: GuestMemory } {
+  const v = new Vcpu({ ramBytes: 16 << 20, sbiInMachine: false, jit, host: { hostTime: () => 0, mmioRead: () => -1, mmioWrite: () => 1 } });
   const mem = new GuestMemory(v.memory.buffer, v.layout);
   const put = (at: number, words: number[]): void => mem.write(BigInt(at), new Uint8Array(new Uint32Array(words).buffer));
   // main: call FUNC 100 times, then WFI.
@@ -48,6 +49,29 @@ test('a function rewritten by a guest store and fence.i runs its new code', () =
   assert.equal(runMain(v), 300n);
   assert.equal(runMain(v), 300n);
   assert.ok(v.jitStats().instructions > before, 'the rewritten function ran translated too');
+});
+
+test('blocks compiled in the background run once they land; until then the interpreter runs them', async () => {
+  const { v } = hart({ threshold: 1 });
+  assert.equal(runMain(v), 100n);
+  assert.equal(v.jitStats().instructions, 0n, 'nothing is installed before the event loop turns');
+  await v.jitSettle();
+  assert.ok(v.jitStats().modules > 0);
+  assert.equal(runMain(v), 100n);
+  assert.ok(v.jitStats().instructions > 0n, 'the loop ran translated');
+});
+
+test('a block whose code is rewritten while its batch compiles in the background is not installed', async () => {
+  const { v, mem } = hart({ threshold: 1 });
+  assert.equal(runMain(v), 100n);
+  // The batch is handed to the compiler at once; the rewrite lands before it does.
+  const landed = v.jitSettle();
+  mem.writeU32(BigInt(FUNC), addi(A0, A0, 5));
+  await landed;
+  assert.equal(runMain(v), 500n);
+  await v.jitSettle();
+  assert.equal(runMain(v), 500n);
+  assert.ok(v.jitStats().instructions > 0n);
 });
 
 test('a function rewritten by DMA (GuestMemory) runs its new code', () => {
@@ -90,4 +114,22 @@ test('save() carries no translation state: a restored hart, translating or not, 
   assert.deepEqual(c.v.save(), { ...b.v.save(), csr: { ...b.v.save().csr, minstret: c.v.save().csr.minstret } });
   assert.equal(b.v.jitStats().instructions, 0n);
   assert.ok(c.v.jitStats().instructions > 0n);
+});
+
+test('straight-line code past the block length limit is translated with the block it follows, and rewriting it retires it', () => {
+  const LONG = BASE + 0x3000, CALLER = BASE + 0x4000, N = 200;
+  const { v, mem } = hart({ threshold: 2, batchWaitMs: 0 });
+  mem.write(BigInt(LONG), new Uint8Array(new Uint32Array([...Array<number>(N).fill(addi(A0, A0, 1)), jalr(0, RA, 0)]).buffer));
+  mem.write(BigInt(CALLER), new Uint8Array(new Uint32Array([jal(RA, LONG - CALLER), WFI]).buffer));
+  const once = (): bigint => { call(v, CALLER, { [A0]: 0n }); return v.getX(A0); };
+  assert.equal(once(), BigInt(N));
+  const before = v.jitStats().instructions;
+  // The second call makes LONG's first block hot; the blocks after it come with it rather than
+  // each waiting for its own count.
+  assert.equal(once(), BigInt(N));
+  assert.ok(v.jitStats().instructions - before >= BigInt(N), `only ${v.jitStats().instructions - before} instructions ran translated`);
+  // A line of the fourth block, masked by the host when it queued that block.
+  mem.writeU32(BigInt(LONG + 4 * 150), addi(A0, A0, 5));
+  assert.equal(once(), BigInt(N + 4));
+  assert.equal(once(), BigInt(N + 4));
 });

@@ -310,7 +310,10 @@ test('the Debian guest pings a TS peer through virtio-net and announces itself o
     const ready = await console.waitFor(GUEST_READY, 300_000);
     await console.waitFor(GUEST_PROMPT, 60_000, ready.index);
 
-    const link = await console.exec('cat /sys/class/net/eth0/address /sys/class/net/eth0/operstate', 30_000);
+    // Linux reports the carrier through linkwatch, up to a second after the interface came up:
+    // a guest that reaches its prompt sooner than that (translated) reads operstate once it has.
+    const link = await console.exec('for i in $(seq 100); do [ "$(cat /sys/class/net/eth0/operstate)" = up ] && break; sleep 0.1; done; '
+      + 'cat /sys/class/net/eth0/address /sys/class/net/eth0/operstate', 30_000);
     assert.equal(link.status, 0, link.output);
     assert.deepEqual(link.output.trim().split('\n'), ['52:54:00:12:34:56', 'up']);
 

@@ -46,6 +46,10 @@ const IRQ_MEI = 11;
 const SLICE = 200_000;
 /** Yield to the event loop at least this often while the guest is busy. */
 const YIELD_MS = 20;
+/** ... and this often while a batch of translated blocks compiles in the background: V8
+ * finishes an asynchronous compile in a few steps on this thread's event loop, and its blocks
+ * stay interpreted until the last one. */
+const JIT_YIELD_MS = 1;
 const MAX_SLEEP_MS = 1000;
 
 /** The RTC's time source: host wall-clock time in ns since the epoch. */
@@ -441,7 +445,7 @@ export class Machine {
         }
         const now = performance.now();
         const asked = this.attention !== undefined && Atomics.exchange(this.attention, 0, 0) !== 0;
-        if (asked || now - lastYield >= YIELD_MS) {
+        if (asked || now - lastYield >= (this.vcpu.jitCompiling ? JIT_YIELD_MS : YIELD_MS)) {
           await yieldToEventLoop();
           lastYield = performance.now();
         }

@@ -37,7 +37,8 @@ export interface VcpuOptions {
   /** The machine implements SBI: S-mode ecalls exit to the host. */
   sbiInMachine: boolean;
   host: CpuHostImports;
-  /** Translate hot guest code to wasm (src/machine/cpu/DESIGN.md). Default: FERRY_JIT. */
+  /** Translate hot guest code to wasm (src/machine/cpu/DESIGN.md). Default: FERRY_JIT (on
+   * unless it says off). */
   jit?: JitOptions | false;
 }
 
@@ -102,9 +103,14 @@ export class Vcpu {
     }
   }
 
-  /** Compiles the blocks waiting for their batch now (a host that wants them warm, tests). */
+  /** Compiles the blocks waiting for their batch now, on this thread (tests that never yield). */
   jitCompilePending(): void { this.jit.flush(); }
+  /** Resolves once the blocks waiting for their batch are compiled in the background and
+   * installed. */
+  jitSettle(): Promise<void> { return this.jit.settle(); }
 
+  /** Whether a batch is compiling in the background (it lands when the event loop turns). */
+  get jitCompiling(): boolean { return this.jit.compiling; }
   /** Whether guest code is translated, and how much has been. */
   get jitEnabled(): boolean { return this.exports.jitThreshold() !== 0; }
   jitStats(): JitStats & { instructions: bigint } {

@@ -12,7 +12,7 @@ import { raise, doMret, doSret, checkInterrupts, pendingEnabled } from './trap';
 import { csrCheck, csrRead, csrWrite, markFsDirty, setSliceRetired } from './csr';
 import { fpExecute } from './fpu';
 import { now } from './host';
-import { jitTry } from './jit';
+import { jitTry, TOO_LONG } from './jit';
 
 /** Instructions between interrupt checks when nothing asks for an earlier one. */
 const CHUNK: i32 = 512;
@@ -74,6 +74,10 @@ export function run(budget: i32): i32 {
           if (S.breakChunk) break;
           continue;
         }
+        // A translated block that does not fit what is left of the chunk: start the next chunk
+        // early (interrupts are examined sooner, never later) rather than interpret the whole
+        // block. A fresh chunk it does not fit (the slice's last few instructions) steps.
+        if (n == TOO_LONG && i > 0) break;
       }
       i++;
       step(done + i);

@@ -20,6 +20,7 @@ import { loadSlow, storeSlow, flushTlbWrites, refillFetch } from './mmu';
 /** Table index of entry 0's function; the interpreter itself puts nothing in the table. */
 export const JIT_SLOT_BASE: u32 = 64;
 const PENDING: i32 = 1 << 30;
+export const TOO_LONG: i32 = -2;
 
 // A cache entry (16 bytes): pc u64, host u32, generation u32; its length (i32) is in JIT_LENS
 // (-1 = nothing to translate at this pc). The cache is direct-mapped; a block start that
@@ -45,8 +46,8 @@ export function jitFlush(): void {
 }
 
 /** Runs the translated block at pc when there is one that fits in `allow` instructions.
- * Returns the instructions it counted (as the interpreter counts: a trapping one too), or -1
- * when the interpreter must step. */
+ * Returns the instructions it counted (as the interpreter counts: a trapping one too), -1
+ * when the interpreter must step, or TOO_LONG when there is a block but it does not fit. */
 export function jitTry(allow: i32): i32 {
   const pc = S.pc;
   const vpn = pc >> 12;
@@ -75,7 +76,8 @@ export function jitTry(allow: i32): i32 {
     }
     len = compile(ent, idx, pc, host, page, gen);
   }
-  if (len <= 0 || len > allow) return -1;
+  if (len <= 0) return -1;
+  if (len > allow) return TOO_LONG;
   const n = call_indirect<i32>(JIT_SLOT_BASE + <u32>idx, <u32>S.dataTlb, allow, 0);
   if (S.trapped) S.trapped = false;
   else S.pc = load<u64>(CELL_PC);
@@ -85,6 +87,9 @@ export function jitTry(allow: i32): i32 {
 }
 
 function compile(ent: usize, idx: usize, pc: u64, host: u32, page: usize, gen: u32): i32 {
+  const m = CODE_MAP + (page << 3);
+  // Before the host runs: it may mask lines of this page itself (blocks it queues after this one).
+  const was = load<u32>(m, 4);
   const r = jitCompile(pc, host, JIT_SLOT_BASE + <u32>idx);
   // A pending block matches its entry with length 0 (run by the interpreter) until installed.
   const len = r <= 0 ? -1 : (r & PENDING) != 0 ? 0 : r & 0xff;
@@ -98,9 +103,7 @@ function compile(ent: usize, idx: usize, pc: u64, host: u32, page: usize, gen: u
   const first = (host & 0xfff) >> 7;
   const last = ((host & 0xfff) + ((<u32>r >> 8) & 0x3fff) - 1) >> 7;
   const bits = (((<u32>2 << last) - 1) >> first) << first;
-  const m = CODE_MAP + (page << 3);
-  const was = load<u32>(m, 4);
-  store<u32>(m, was | bits, 4);
+  store<u32>(m, load<u32>(m, 4) | bits, 4);
   // The page's write TLB entries would bypass markDirty: a page entering the mask drops them.
   if (was == 0) flushTlbWrites();
   return len;
