@@ -316,7 +316,19 @@ const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
     post({ type: 'progress', operation: 'snapshot', done: 0, total });
     // A snapshot holds all of RAM: bring absent pages in first (one request for the range).
     b.machine.memory.ensurePresent(0, b.machine.memory.pageCount - 1);
-    const info = await writeSnapshot(req.file, b.machine, { label: config.name });
+    // Finished device work (a disk write in flight, a balloon report) belongs in the image.
+    try {
+      await quiesceWithin(b, QUIESCE_TIMEOUT_MS);
+    } catch (e) {
+      b.machine.unquiesce();
+      throw e;
+    }
+    let info: Awaited<ReturnType<typeof writeSnapshot>>;
+    try {
+      info = await writeSnapshot(req.file, b.machine, { label: config.name });
+    } finally {
+      b.machine.unquiesce();
+    }
     post({ type: 'progress', operation: 'snapshot', done: total, total });
     return { bytes: info.bytes, ms: Math.round(performance.now() - t0) };
   },

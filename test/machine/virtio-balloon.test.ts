@@ -12,12 +12,18 @@ import { Machine } from '../../src/machine/boot/machine.js';
 import { ConsoleDriver, GUEST_PROMPT, GUEST_READY } from '../../src/machine/console/shell.js';
 import { guestBoot } from '../../src/guest/boot.js';
 
-function setup(): { d: TestDriver; b: VirtioBalloon } {
-  const memory = makeMemory(4 << 20);
+function setup(ramBytes = 4 << 20): { d: TestDriver; b: VirtioBalloon } {
+  const memory = makeMemory(ramBytes);
   const b = new VirtioBalloon(memory);
   const d = new TestDriver(b, memory);
   d.bringUp(3, 32);
   return { d, b };
+}
+
+/** Lets the device finish the reports it took (it discards them between turns of the loop). */
+async function reportsDone(b: VirtioBalloon): Promise<void> {
+  for (let i = 0; i < 1000 && b.pendingReports > 0; i++) await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(b.pendingReports, 0, 'the reports finished');
 }
 
 function pfnBuffer(d: TestDriver, pages: number[]): ReturnType<TestDriver['buf']> {
@@ -67,7 +73,7 @@ test('inflate and deflate track ballooned page numbers and discard inflated page
   assert.ok(b2.isBallooned(12));
 });
 
-test('free page reporting marks and zeroes whole pages; a rewritten page stops counting', () => {
+test('free page reporting marks and zeroes whole pages; a rewritten page stops counting', async () => {
   const { d, b } = setup();
   const base = RAM_BASE + BigInt(64 * PAGE_SIZE);
   d.memory.fill(base, 8 * PAGE_SIZE, 0xee);
@@ -75,6 +81,7 @@ test('free page reporting marks and zeroes whole pages; a rewritten page stops c
   // Linux reports with device-writable descriptors naming the free blocks (inbufs).
   d.post(REPORTING_QUEUE, [{ addr: base, len: 4 * PAGE_SIZE, write: true }, { addr: base + BigInt(6 * PAGE_SIZE) + 100n, len: PAGE_SIZE + 200, write: true }]);
   d.kick(REPORTING_QUEUE);
+  await reportsDone(b);
   assert.deepEqual(d.used(REPORTING_QUEUE).map((u) => u.len), [0]);
   assert.equal(b.reports, 1);
   // Pages 64..67 whole; 70 only partly (its head and 71's tail are outside the range).
@@ -97,6 +104,61 @@ test('free page reporting marks and zeroes whole pages; a rewritten page stops c
   const bad = { ...state, device: { ...(state.device as object), free: [66, 2, 64, 3] } };
   assert.throws(() => d.transport.restore(bad), /ascending and disjoint/);
   assert.equal(b.reportedFreePages(), 3);
+});
+
+test('a reported page that already reads as zeros is neither written nor marked', async () => {
+  const { d, b } = setup();
+  const base = RAM_BASE + BigInt(100 * PAGE_SIZE);
+  d.memory.fill(base + BigInt(2 * PAGE_SIZE), PAGE_SIZE, 0x11);
+  d.memory.dirtyLog.fill(0);
+  d.memory.accessLog.fill(0);
+  d.post(REPORTING_QUEUE, [{ addr: base, len: 4 * PAGE_SIZE, write: true }]);
+  d.kick(REPORTING_QUEUE);
+  await reportsDone(b);
+  assert.equal(b.reportedFreePages(), 4);
+  assert.deepEqual([100, 101, 102, 103].map((p) => d.memory.dirtyLog[p]), [0, 0, 1, 0], 'only the page with data was written');
+  assert.deepEqual([100, 101, 103].map((p) => d.memory.accessLog[p]), [0, 0, 0]);
+  assert.equal(d.memory.readU8(base + BigInt(2 * PAGE_SIZE)), 0);
+});
+
+test('a report is discarded between turns of the event loop, and its buffer returned when done', async () => {
+  // 12 MiB, below the test driver's rings: more pages than one turn discards.
+  const { d, b } = setup(32 << 20);
+  const base = RAM_BASE + BigInt(256 * PAGE_SIZE);
+  const pages = 3072;
+  d.memory.fill(base, pages * PAGE_SIZE, 0x77);
+  d.post(REPORTING_QUEUE, [{ addr: base, len: pages * PAGE_SIZE, write: true }]);
+  d.kick(REPORTING_QUEUE);
+  assert.equal(d.used(REPORTING_QUEUE).length, 0, 'not returned inside the kick');
+  assert.equal(b.pendingReports, 1);
+  assert.equal(d.memory.readU8(base + BigInt((pages - 1) * PAGE_SIZE)), 0x77, 'the kick itself discards nothing');
+  let turns = 0;
+  while (b.pendingReports > 0) {
+    await new Promise((resolve) => setImmediate(resolve));
+    turns++;
+  }
+  assert.ok(turns >= 3, `a 3,072-page report took ${turns} turn(s)`);
+  assert.deepEqual(d.used(REPORTING_QUEUE).map((u) => u.len), [0]);
+  assert.equal(b.reportedFreePages(), pages);
+  assert.equal(d.memory.readU8(base + BigInt((pages - 1) * PAGE_SIZE)), 0);
+});
+
+test('quiesce returns pending report buffers at once and keeps the pages it did not discard', async () => {
+  const { d, b } = setup(32 << 20);
+  const base = RAM_BASE + BigInt(256 * PAGE_SIZE);
+  d.memory.fill(base, 3072 * PAGE_SIZE, 0x77);
+  d.post(REPORTING_QUEUE, [{ addr: base, len: 3072 * PAGE_SIZE, write: true }]);
+  d.kick(REPORTING_QUEUE);
+  await new Promise((resolve) => setImmediate(resolve));
+  const discarded = b.reportedFreePages();
+  assert.ok(discarded > 0 && discarded < 3072, `${discarded} pages discarded after one turn`);
+  await b.quiesce();
+  assert.equal(b.pendingReports, 0);
+  assert.deepEqual(d.used(REPORTING_QUEUE).map((u) => u.len), [0]);
+  for (let i = 0; i < 4; i++) await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(b.reportedFreePages(), discarded, 'nothing more is discarded once returned');
+  assert.equal(d.memory.readU8(base + BigInt(3071 * PAGE_SIZE)), 0x77, 'a page not discarded keeps its contents');
+  assert.equal(b.isReportedFree(3071 + 256), false);
 });
 
 test('malformed balloon buffers → NEEDS_RESET', () => {

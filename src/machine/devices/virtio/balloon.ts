@@ -3,11 +3,20 @@
 // so the migration engine can send them as zero pages instead of their stale contents.
 //
 // Free page reporting contract (what the migration engine may rely on):
-//  - When the guest reports a range, the device *discards* it: every whole 4 KiB page in it is
-//    zero-filled through GuestMemory (so the dirty log marks it like any device write) and
-//    the page joins the `free` set. The spec allows this: without VIRTIO_BALLOON_F_PAGE_POISON (never
-//    offered) the driver must not assume a reported page keeps its contents, and Linux turns
-//    reporting off when it would care (init_on_free, page poisoning).
+//  - When the guest reports a range, the device *discards* it: every whole 4 KiB page in it that
+//    does not read as zeros is zero-filled through GuestMemory (so the dirty log marks it like
+//    any device write), and the page joins the `free` set. A page that already reads as zeros
+//    is left alone: not written, so neither marked dirty or accessed nor made resident on the
+//    host (zero-filling never-touched RAM made the host fault in 124 MiB at the first report
+//    after boot). The spec allows this: without VIRTIO_BALLOON_F_PAGE_POISON (never offered)
+//    the driver must not assume a reported page keeps its contents, and Linux turns reporting
+//    off when it would care (init_on_free, page poisoning).
+//  - Reports are discarded between the vCPU's slices, a bounded number of pages per turn of the
+//    event loop, and each buffer goes back to the driver when its ranges are done: the device
+//    runs on the vCPU's thread, and the first report after boot names most of RAM (done inside
+//    one slice it held the guest, and every frame to it, for 137-215 ms). `quiesce` returns the
+//    buffers still pending at once, their remaining pages not discarded (the device may keep a
+//    reported page's contents), so a freeze never waits for a report.
 //  - `free` is a hint, not a promise: CPU stores bypass the device, so after a report the guest
 //    may reallocate and write a page without the device knowing. `isReportedFree(page)` checks:
 //    it is true only if the page is marked *and* reads as all zeros right now (and unmarks the
@@ -17,7 +26,8 @@
 //    dirty again must be sent (as a zero page) even if it is reported free. Writes after the
 //    check are caught by the engine's ordinary dirty tracking; nothing else is needed.
 //  - The dirty log is never read or cleared here.
-// Ballooned (inflated) pages get the same treatment: zeroed on inflate, `isBallooned(page)`.
+// Ballooned (inflated) pages get the same treatment: zeroed on inflate (unless already zero),
+// `isBallooned(page)`.
 
 import type { VirtioDevice, VirtioDeviceContext } from './device.js';
 import { DEVICE_ID_BALLOON } from './constants.js';
@@ -43,6 +53,18 @@ const QUEUE_SIZE = 128;
 const PFN_SHIFT = 12;
 /** Linux sends at most 256 PFNs per buffer; allow slack, refuse absurd chains. */
 const MAX_PFN_BYTES = 64 * 1024;
+/** Pages a report discards per turn of the event loop: at most ~1.4 ms of checks when none of
+ * them was ever touched (a read of such a page faults in the host's zero page). */
+const REPORT_PAGES_PER_TURN = 1024;
+
+/** A report buffer taken from the queue and not yet returned: its whole pages as
+ * [first, count] runs, and how far the discard has got. */
+interface PendingReport {
+  readonly head: number;
+  readonly runs: readonly number[];
+  run: number;
+  done: number;
+}
 
 export type { PageRuns };
 
@@ -71,6 +93,8 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
   private actual = 0;
   private ctx: VirtioDeviceContext | undefined;
   private broken = false;
+  private pending: PendingReport[] = [];
+  private drainScheduled: ReturnType<typeof setImmediate> | undefined;
 
   private readonly zeroPages: ZeroPages;
 
@@ -123,6 +147,7 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
   /** The balloon survives a driver reset in the page maps (the pages stay discarded; a new
    * driver starts with an empty balloon and will reuse them, which the zero check tolerates). */
   reset(): void {
+    this.dropPending();
     this.ctx = undefined;
     this.broken = false;
     this.actual = 0;
@@ -136,9 +161,11 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
     let used = false;
     try {
       for (let chain = q.pop(); chain; chain = q.pop()) {
-        if (queue === REPORTING_QUEUE) this.report(chain);
-        else this.pfns(chain, queue === INFLATE_QUEUE);
-        // Reporting drivers wait synchronously for this; return every buffer at once.
+        if (queue === REPORTING_QUEUE) {
+          this.pending.push({ head: chain.head, runs: reportRuns(chain, this.memory), run: 0, done: 0 });
+          continue;
+        }
+        this.pfns(chain, queue === INFLATE_QUEUE);
         q.push(chain.head, 0);
         used = true;
       }
@@ -147,7 +174,72 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
       throw e;
     } finally {
       if (used) ctx.notifyUsed(queue);
+      if (this.pending.length > 0) this.scheduleDrain();
     }
+  }
+
+  /** Returns every pending report buffer now; pages not yet discarded keep their contents and
+   * stay out of `free`. The vCPU is paused, so no new report arrives until `unquiesce`. */
+  quiesce(): Promise<void> {
+    this.completePending(Infinity, false);
+    return Promise.resolve();
+  }
+
+  /** Report buffers taken and not yet returned (a freeze returns them at once). */
+  get pendingReports(): number { return this.pending.length; }
+
+  private scheduleDrain(): void {
+    this.drainScheduled ??= setImmediate(() => {
+      this.drainScheduled = undefined;
+      if (this.broken || !this.ctx) return;
+      this.completePending(REPORT_PAGES_PER_TURN, true);
+      if (this.pending.length > 0) this.scheduleDrain();
+    });
+  }
+
+  /** Works through pending reports in order, discarding up to `budget` pages (or, with
+   * `discard` false, none), and returns each buffer whose ranges are finished. */
+  private completePending(budget: number, discard: boolean): void {
+    const q = this.ctx?.queues[REPORTING_QUEUE];
+    if (!q) {
+      this.pending = [];
+      return;
+    }
+    let used = false;
+    while (this.pending.length > 0) {
+      const r = this.pending[0]!;
+      while (discard && budget > 0 && r.run < r.runs.length) {
+        const first = r.runs[r.run]! + r.done;
+        const left = r.runs[r.run + 1]! - r.done;
+        const n = Math.min(left, budget);
+        this.discard(first, n);
+        budget -= n;
+        r.done += n;
+        if (r.done === r.runs[r.run + 1]) {
+          r.run += 2;
+          r.done = 0;
+        }
+      }
+      if (discard && r.run < r.runs.length) break;
+      this.pending.shift();
+      q.push(r.head, 0);
+      this.reports++;
+      used = true;
+    }
+    if (used) this.ctx!.notifyUsed(REPORTING_QUEUE);
+  }
+
+  private discard(first: number, count: number): void {
+    for (let p = first; p < first + count; p++) {
+      if (!this.zeroPages.isZero(p)) this.memory.fill(this.memory.ramBase + BigInt(p * PAGE_SIZE), PAGE_SIZE);
+    }
+    this.free.add(first, count);
+  }
+
+  private dropPending(): void {
+    this.pending = [];
+    if (this.drainScheduled !== undefined) clearImmediate(this.drainScheduled);
+    this.drainScheduled = undefined;
   }
 
   private pfns(chain: DescriptorChain, inflate: boolean): void {
@@ -166,27 +258,11 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
     for (const page of pages) {
       if (inflate) {
         this.ballooned.add(page);
-        this.memory.fill(this.memory.ramBase + BigInt(page * PAGE_SIZE), PAGE_SIZE);
+        if (!this.zeroPages.isZero(page)) this.memory.fill(this.memory.ramBase + BigInt(page * PAGE_SIZE), PAGE_SIZE);
       } else {
         this.ballooned.delete(page);
       }
     }
-  }
-
-  /** A report: device-writable descriptors naming free guest ranges. Their contents are not
-   * read (the guest leaves them undefined); only the ranges matter. */
-  private report(chain: DescriptorChain): void {
-    if (chain.readable.length > 0) throw new VirtioGuestError('virtio-balloon', 'free page report with device-readable descriptors');
-    for (const s of chain.writable) {
-      // The queue already checked the range is inside RAM. Only whole pages are discarded.
-      const start = Number(s.addr - this.memory.ramBase);
-      const first = Math.ceil(start / PAGE_SIZE);
-      const end = Math.floor((start + s.len) / PAGE_SIZE);
-      if (end <= first) continue;
-      this.memory.fill(this.memory.ramBase + BigInt(first * PAGE_SIZE), (end - first) * PAGE_SIZE);
-      this.free.add(first, end - first);
-    }
-    this.reports++;
   }
 
   private pageOf(gpa: bigint): number | undefined {
@@ -205,10 +281,26 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
     const pages = this.memory.pageCount;
     const ballooned = checkRuns(n, 'ballooned', s.ballooned, pages);
     const free = checkRuns(n, 'free', s.free, pages);
+    this.dropPending();
     Object.assign(this, { numPages, actual, broken, ctx });
     this.ballooned.assign(ballooned);
     this.free.assign(free);
   }
+}
+
+/** A report: device-writable descriptors naming free guest ranges, as [first, count] runs of
+ * the whole pages in them. Their contents are not read (the guest leaves them undefined). */
+function reportRuns(chain: DescriptorChain, memory: GuestMemory): number[] {
+  if (chain.readable.length > 0) throw new VirtioGuestError('virtio-balloon', 'free page report with device-readable descriptors');
+  const runs: number[] = [];
+  for (const s of chain.writable) {
+    // The queue already checked the range is inside RAM. Only whole pages are discarded.
+    const start = Number(s.addr - memory.ramBase);
+    const first = Math.ceil(start / PAGE_SIZE);
+    const end = Math.floor((start + s.len) / PAGE_SIZE);
+    if (end > first) runs.push(first, end - first);
+  }
+  return runs;
 }
 
 /** Checks [first, count] pairs: in range, ascending and disjoint (what PageSet.runs writes). */
