@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { Vcpu } from '../../src/machine/cpu/vcpu.js';
 import { ExitReason } from '../../src/machine/cpu/exports.js';
 import { GuestMemory } from '../../src/machine/memory/guest-memory.js';
-import type { JitOptions } from '../../src/machine/cpu/jit/jit.js';
+import { DEFAULT_JIT_THRESHOLD, jitFromEnv, type JitOptions } from '../../src/machine/cpu/jit/jit.js';
 import { addi, bType, FENCE_I, jal, jalr, sType, WFI } from './jit-asm.js';
 
 const BASE = 0x8000_0000;
@@ -132,4 +132,12 @@ test('straight-line code past the block length limit is translated with the bloc
   mem.writeU32(BigInt(LONG + 4 * 150), addi(A0, A0, 5));
   assert.equal(once(), BigInt(N + 4));
   assert.equal(once(), BigInt(N + 4));
+});
+
+test('FERRY_JIT: interprets unless it says on or gives a threshold, and refuses anything else', () => {
+  assert.equal(jitFromEnv({}), undefined);
+  for (const off of ['', '0', 'off']) assert.equal(jitFromEnv({ FERRY_JIT: off }), undefined, off);
+  assert.deepEqual(jitFromEnv({ FERRY_JIT: 'on' }), { threshold: DEFAULT_JIT_THRESHOLD });
+  assert.deepEqual(jitFromEnv({ FERRY_JIT: '8192' }), { threshold: 8192 });
+  for (const bad of ['yes', '-1', '1.5', 'ON']) assert.throws(() => jitFromEnv({ FERRY_JIT: bad }), /FERRY_JIT must be on, off, 0 or a positive threshold/, bad);
 });

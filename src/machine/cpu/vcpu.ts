@@ -37,8 +37,8 @@ export interface VcpuOptions {
   /** The machine implements SBI: S-mode ecalls exit to the host. */
   sbiInMachine: boolean;
   host: CpuHostImports;
-  /** Translate hot guest code to wasm (src/machine/cpu/DESIGN.md). Default: FERRY_JIT (on
-   * unless it says off). */
+  /** Translate hot guest code to wasm (src/machine/cpu/DESIGN.md). Default: FERRY_JIT (off
+   * unless it says on or gives a threshold). */
   jit?: JitOptions | false;
 }
 

@@ -20,12 +20,13 @@ export interface JitOptions {
 
 export const DEFAULT_JIT_THRESHOLD = 1024;
 
-/** The FERRY_JIT environment variable: unset or "on" = on at the default threshold, "0" or
- * "off" = interpret only, a positive integer = on at that threshold. */
+/** The FERRY_JIT environment variable: "on" = on at the default threshold, unset, "0" or
+ * "off" = interpret only, a positive integer = on at that threshold. Off by default: under the
+ * demo's network load translated code ran the guest slower than the interpreter (cpu/DESIGN.md). */
 export function jitFromEnv(env: NodeJS.ProcessEnv = process.env): JitOptions | undefined {
   const v = env.FERRY_JIT;
-  if (v === undefined || v === '' || v === 'on') return { threshold: DEFAULT_JIT_THRESHOLD };
-  if (v === '0' || v === 'off') return undefined;
+  if (v === 'on') return { threshold: DEFAULT_JIT_THRESHOLD };
+  if (v === undefined || v === '' || v === '0' || v === 'off') return undefined;
   const n = Number(v);
   if (Number.isInteger(n) && n >= 1) return { threshold: n };
   throw new FerryError('BAD_FERRY_JIT', `FERRY_JIT must be on, off, 0 or a positive threshold, not ${JSON.stringify(v)}`);
