@@ -9,6 +9,7 @@ import { VirtioBlock } from '../../src/machine/devices/virtio/block.js';
 import { MemoryBlockBackend } from '../../src/storage/memory.js';
 import { ConsoleDriver, GUEST_PROMPT } from '../../src/machine/console/shell.js';
 import { guestBoot } from '../../src/guest/boot.js';
+import { makeMemory, TestDriver } from './virtio-driver.js';
 
 /** A disk whose reads fail past a byte offset, as a dying server would. */
 class FlakyDisk extends MemoryBlockBackend {
@@ -58,4 +59,39 @@ test('the guest reads, writes and flushes a virtio-blk disk', { timeout: 300_000
     m.stop();
     await running;
   }
+});
+
+test('a restore into a quiesced device resubmits its in-flight requests only at unquiesce, since their descriptors are read from RAM', async () => {
+  /** A disk that counts reads and never answers them: the request stays in flight. */
+  class StalledDisk extends MemoryBlockBackend {
+    reads = 0;
+    override read(): Promise<Uint8Array> {
+      this.reads++;
+      return new Promise(() => undefined);
+    }
+  }
+  const memA = makeMemory(4 << 20);
+  const diskA = new StalledDisk(1 << 20);
+  const blkA = new VirtioBlock(memA, diskA, { log: () => undefined });
+  const dA = new TestDriver(blkA, memA);
+  dA.bringUp(1, 16);
+  // T_IN of one sector: the 16-byte header (type 0, sector 0), 512 data bytes, the status byte.
+  dA.post(0, [dA.buf(new Uint8Array(16)), dA.buf(512, true), dA.buf(1, true)]);
+  dA.kick(0);
+  assert.equal(blkA.pending, 1);
+  assert.equal(diskA.reads, 1);
+  const state = JSON.parse(JSON.stringify(dA.transport.save())) as ReturnType<typeof dA.transport.save>;
+
+  const memB = makeMemory(4 << 20);
+  memB.bytes.set(memA.bytes);
+  const diskB = new StalledDisk(1 << 20);
+  const blkB = new VirtioBlock(memB, diskB, { log: () => undefined });
+  const dB = dA.cloneOnto(blkB, memB);
+  await blkB.quiesce();
+  dB.transport.restore(state);
+  assert.equal(diskB.reads, 0, 'nothing is submitted while the device is quiesced');
+  assert.deepEqual(blkB.save(), blkA.save(), 'the held request still counts as in flight');
+  blkB.unquiesce();
+  assert.equal(diskB.reads, 1, 'unquiesce submits it');
+  assert.equal(blkB.pending, 1);
 });

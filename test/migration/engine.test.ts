@@ -373,6 +373,41 @@ test('a corrupt stream after Reserved: the reservation is discarded', T, async (
   }
 });
 
+for (const [name, extra] of [
+  ['an Absent after DeviceState', { type: 'Absent', origin: 'peer', runs: [{ first: 4, count: 2 }] }],
+  ['a second DeviceState', { type: 'DeviceState', state: { kind: 'again' } }],
+] as const) {
+  test(`${name}: a protocol error, and the reservation is discarded (absent pages are marked before the state loads)`, T, async () => {
+    const host = new FakeTargetHost();
+    const rx = await listenForMigrations(host);
+    const vm = new FakeSourceVm({ running: false, pagesPerTick: 0 });
+    try {
+      const token = host.issuer.issue();
+      const c = await RawClient.open(rx.port);
+      const versions = { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX };
+      const sourceNonce = newNonce();
+      c.send({ type: 'Hello', versions, tokenId: token.id, sourceNonce });
+      const ch = await c.next();
+      assert.ok(ch.type === 'Challenge');
+      c.send({ type: 'Auth', proof: sourceProof(token.secret, { version: ch.version, tokenId: token.id, sourceNonce, destinationNonce: ch.destinationNonce }) });
+      assert.equal((await c.next()).type, 'AuthOk');
+      c.send(configMessage(vm.config));
+      assert.equal((await c.next()).type, 'Reserved');
+      c.send({ type: 'DeviceState', state: { kind: 'fake-machine' } });
+      c.send(extra);
+      c.send({ type: 'CommitRequest', finalRound: 0 });
+      const received = await rx.report();
+      assert.equal(received.outcome, 'failed', describe(received));
+      assert.equal(received.error?.code, 'MIGRATION_PROTOCOL');
+      assert.match(received.error?.message ?? '', new RegExp(name.replace(/^an? /, '')));
+      assertTargetDiscarded(host);
+    } finally {
+      vm.dispose();
+      await rx.close();
+    }
+  });
+}
+
 // --- 5. around the commit point ------------------------------------------------------------
 
 test('link lost after the destination sent Committed, before the source got it: source resumes, destination in doubt', T, async () => {
@@ -502,13 +537,17 @@ test('frames that reach the frozen source are carried and delivered on the desti
     assert.ok(e, `${host} ${event} is in the timeline`);
     return e.atMs;
   };
-  const chain: ['source' | 'destination', string][] = [
-    ['source', 'freeze-requested'], ['source', 'paused'], ['source', 'last-page-sent'], ['source', 'device-state-sent'], ['destination', 'state-loaded'],
-    ['destination', 'committed'], ['source', 'committed'], ['source', 'activate'], ['destination', 'activate'],
-    ['destination', 'first-instruction'], ['destination', 'done'], ['source', 'done'],
+  // The state goes first and loads while the last pages arrive: two paths meet at the commit.
+  const chains: ['source' | 'destination', string][][] = [
+    [['source', 'freeze-requested'], ['source', 'paused'], ['source', 'device-state-sent'], ['destination', 'state-loaded'], ['destination', 'committed']],
+    [['source', 'paused'], ['source', 'device-state-sent'], ['source', 'last-page-sent'], ['destination', 'committed']],
+    [['destination', 'committed'], ['source', 'committed'], ['source', 'activate'], ['destination', 'activate'],
+      ['destination', 'first-instruction'], ['destination', 'done'], ['source', 'done']],
   ];
-  for (let i = 1; i < chain.length; i++) {
-    assert.ok(at(...chain[i - 1]!) <= at(...chain[i]!), `${chain[i - 1]!.join(' ')} before ${chain[i]!.join(' ')}`);
+  for (const chain of chains) {
+    for (let i = 1; i < chain.length; i++) {
+      assert.ok(at(...chain[i - 1]!) <= at(...chain[i]!), `${chain[i - 1]!.join(' ')} before ${chain[i]!.join(' ')}`);
+    }
   }
   const times = sw.timeline.map((e) => e.atMs);
   assert.deepEqual(times, [...times].sort((a, b) => a - b), 'the timeline is sorted');

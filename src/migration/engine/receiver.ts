@@ -156,18 +156,26 @@ export class MigrationReceiver {
     await ch.send({ type: 'Reserved', vmId: target.name });
     this.tracker.move({ kind: 'receiving', round: 0 });
 
-    let state: MachineState | undefined;
+    let loading: Promise<void> | undefined;
     for (;;) {
       const m = await ch.next(this.timeouts.idleMs, 'the migration stream');
       if (m.type === 'CommitRequest') {
-        if (!state) throw new MigrationError('MIGRATION_PROTOCOL', 'CommitRequest before DeviceState');
+        if (!loading) throw new MigrationError('MIGRATION_PROTOCOL', 'CommitRequest before DeviceState');
         if (m.finalRound !== this.round) throw new MigrationError('MIGRATION_PROTOCOL', `CommitRequest names round ${m.finalRound}, the last round ended was ${this.round}`);
         break;
       }
       if (m.type === 'DeviceState') {
-        state = m.state as unknown as MachineState;
+        if (loading) throw new MigrationError('MIGRATION_PROTOCOL', 'a second DeviceState');
+        // Pages still absent (post-copy, Agile) are announced before the state: they are
+        // marked, and served from the peer, before anything of the VM can touch them.
+        if (this.applyAbsent(mem)) {
+          this.peerPages = new PeerPages(mem, (pages) => ch.send({ type: 'PageRequest', pages }));
+          target.attachPeerPages(this.peerPages);
+        }
+        loading = this.loadState(target, m.state as unknown as MachineState);
         continue;
       }
+      if (m.type === 'Absent' && loading) throw new MigrationError('MIGRATION_PROTOCOL', 'Absent after DeviceState');
       if (m.type === 'Absent') {
         if (m.origin === 'swap' && !this.swapAllowed) throw new MigrationError('MIGRATION_PROTOCOL', 'pages announced on a swap device, but the VM has none');
         this.absent.push(m);
@@ -181,19 +189,13 @@ export class MigrationReceiver {
     }
 
     this.tracker.move({ kind: 'commitment' });
-    const postcopy = this.applyAbsent(mem);
-    if (postcopy) {
-      this.peerPages = new PeerPages(mem, (pages) => ch.send({ type: 'PageRequest', pages }));
-      target.attachPeerPages(this.peerPages);
-    }
     try {
       // A source that gives up meanwhile (its switch bound) must not wait for the load.
-      await untilFailed(ch, target.loadMigratedState(state));
+      await untilFailed(ch, loading);
     } catch (e) {
       if (ch.failed) throw ch.failed;
       throw new MigrationError('MIGRATION_STATE_REJECTED', `the machine state does not load: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
-    this.mark('state-loaded');
     // Committed once the frame is handed to the socket, not once it drained: the source may
     // act on it even if our side then fails, so from here we are in doubt, never discarding.
     const committed = ch.send({ type: 'Committed' });
@@ -230,6 +232,16 @@ export class MigrationReceiver {
     this.tracker.move({ kind: 'postcopy' });
     await pages;
     target.attachPeerPages(undefined);
+  }
+
+  /** Starts loading the state into the reserved VM as it arrives: a v3 source sends it before
+   * the last pages, which land meanwhile, and the load touches no guest RAM (the machine is
+   * quiesced: its devices start no work until activation). A failure is raised at the commit,
+   * where the promise is awaited. */
+  private loadState(target: MigrationTarget, state: MachineState): Promise<void> {
+    const loading = target.loadMigratedState(state).then(() => this.mark('state-loaded'));
+    loading.catch(() => undefined);
+    return loading;
   }
 
   private mark(event: DestinationSwitchEvent, atMs = wallClockMs()): void {

@@ -361,6 +361,11 @@ export class PrecopySender {
     let peerPages: Uint32Array | undefined;
     let plan: RoundPlan;
     try {
+      // v3: the state first, so the destination loads it while the last pages arrive; after
+      // them when pages stay absent, which the destination marks before it loads the state.
+      const swapped = markedRuns(mem.absent, ABSENT_SWAP);
+      const stateFirst = this.version >= SWITCH_VERSION && !postcopy && swapped.length === 0;
+      if (stateFirst) await this.sendDeviceState(ch, frozen, timeline);
       plan = lastLog ? planner.beginRound(lastLog, frozen.dirtyLog) : planner.beginOnlyRound(prescan!, frozen.dirtyLog);
       this.tracker.move({ kind: 'stop-and-copy', round: plan.round });
       const t0 = performance.now();
@@ -372,13 +377,11 @@ export class PrecopySender {
       } else {
         bytes = await this.sendRound(ch, plan, mem, zeroPages);
       }
-      const swapped = markedRuns(mem.absent, ABSENT_SWAP);
       bytes += await this.sendAbsent(ch, 'swap', swapped);
       this.swappedAtSwitch = swapped.reduce((n, r) => n + r.count, 0);
       await ch.send({ type: 'RoundEnd', round: plan.round, pagesSent: this.roundCounts.sent, pagesZeroed: this.roundCounts.zeroed });
       timeline.mark('last-page-sent');
-      await ch.send({ type: 'DeviceState', state: frozen.state as unknown as Record<string, unknown> });
-      timeline.mark('device-state-sent');
+      if (!stateFirst) await this.sendDeviceState(ch, frozen, timeline);
       await ch.send({ type: 'CommitRequest', finalRound: plan.round });
       planner.endRound({ durationMs: performance.now() - t0, bytesSent: bytes, pagesSent: this.roundCounts.sent });
       this.tracker.move({ kind: 'commitment' });
@@ -687,6 +690,11 @@ export class PrecopySender {
     await flushZeros();
     this.pagesRemaining = 0;
     return bytes;
+  }
+
+  private async sendDeviceState(ch: MigrationChannel, frozen: FrozenVm, timeline: SwitchTimeline): Promise<void> {
+    await ch.send({ type: 'DeviceState', state: frozen.state as unknown as Record<string, unknown> });
+    timeline.mark('device-state-sent');
   }
 
   /** Paces one frame at `rate` bytes/s, writes it, returns its size. */

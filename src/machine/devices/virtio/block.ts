@@ -60,6 +60,10 @@ export class VirtioBlock implements VirtioDevice<BlockState> {
   private generation = 0;
   private readonly inFlight = new Set<number>();
   private idleWaiters: (() => void)[] = [];
+  /** Quiesced: requests a restore brings back wait for unquiesce, since resubmitting reads
+   * guest RAM (a migration's destination loads the state before its last pages land). */
+  private held = false;
+  private deferred: number[] = [];
   private readonly config = new DataView(new ArrayBuffer(64));
   private readonly idBytes: Uint8Array;
   private readonly log: (message: string) => void;
@@ -81,8 +85,17 @@ export class VirtioBlock implements VirtioDevice<BlockState> {
 
   /** Resolves once no request is in flight. The vCPU must be paused, or new ones may start. */
   quiesce(): Promise<void> {
+    this.held = true;
     if (this.inFlight.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  unquiesce(): void {
+    this.held = false;
+    const heads = this.deferred;
+    this.deferred = [];
+    const q = this.ctx?.queues[0];
+    if (q) for (const head of heads) this.submit(q.chainAt(head));
   }
 
   private settled(): void {
@@ -110,6 +123,7 @@ export class VirtioBlock implements VirtioDevice<BlockState> {
     this.ctx = undefined;
     this.generation++;
     this.inFlight.clear();
+    this.deferred = [];
     this.settled();
   }
 
@@ -197,7 +211,7 @@ export class VirtioBlock implements VirtioDevice<BlockState> {
   }
 
   save(): BlockState {
-    return { inFlight: [...this.inFlight] };
+    return { inFlight: [...this.inFlight, ...this.deferred] };
   }
 
   restore(s: BlockState, ctx: VirtioDeviceContext | undefined): void {
@@ -206,6 +220,7 @@ export class VirtioBlock implements VirtioDevice<BlockState> {
     this.ctx = ctx;
     const q = ctx?.queues[0];
     if (!q) return;
-    for (const head of heads) this.submit(q.chainAt(head));
+    if (this.held) this.deferred = heads;
+    else for (const head of heads) this.submit(q.chainAt(head));
   }
 }
