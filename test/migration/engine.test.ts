@@ -323,6 +323,22 @@ class RawClient {
 
 const GARBAGE = Buffer.from([0xee, 0, 0, 0, 16, 0, 0, 0, ...randomBytes(16)]);
 
+/** A hand-driven source through the handshake and Config, up to the destination's Reserved. */
+async function reservedClient(host: FakeTargetHost, port: number, vm: FakeSourceVm): Promise<RawClient> {
+  const token = host.issuer.issue();
+  const c = await RawClient.open(port);
+  const versions = { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX };
+  const sourceNonce = newNonce();
+  c.send({ type: 'Hello', versions, tokenId: token.id, sourceNonce });
+  const ch = await c.next();
+  assert.ok(ch.type === 'Challenge');
+  c.send({ type: 'Auth', proof: sourceProof(token.secret, { version: ch.version, tokenId: token.id, sourceNonce, destinationNonce: ch.destinationNonce }) });
+  assert.equal((await c.next()).type, 'AuthOk');
+  c.send(configMessage(vm.config));
+  assert.equal((await c.next()).type, 'Reserved');
+  return c;
+}
+
 test('a corrupt stream after Hello: the receiver fails with a protocol error and reserves nothing', T, async () => {
   const host = new FakeTargetHost();
   const rx = await listenForMigrations(host);
@@ -349,17 +365,7 @@ test('a corrupt stream after Reserved: the reservation is discarded', T, async (
   const rx = await listenForMigrations(host);
   const vm = new FakeSourceVm({ running: false, pagesPerTick: 0 });
   try {
-    const token = host.issuer.issue();
-    const c = await RawClient.open(rx.port);
-    const versions = { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX };
-    const sourceNonce = newNonce();
-    c.send({ type: 'Hello', versions, tokenId: token.id, sourceNonce });
-    const ch = await c.next();
-    assert.ok(ch.type === 'Challenge');
-    c.send({ type: 'Auth', proof: sourceProof(token.secret, { version: ch.version, tokenId: token.id, sourceNonce, destinationNonce: ch.destinationNonce }) });
-    assert.equal((await c.next()).type, 'AuthOk');
-    c.send(configMessage(vm.config));
-    assert.equal((await c.next()).type, 'Reserved');
+    const c = await reservedClient(host, rx.port, vm);
     c.send({ type: 'Pages', round: 1, compression: 0, pages: [3], data: Buffer.alloc(PAGE_SIZE, 7) });
     c.socket.write(GARBAGE);
     const received = await rx.report();
@@ -382,17 +388,7 @@ for (const [name, extra] of [
     const rx = await listenForMigrations(host);
     const vm = new FakeSourceVm({ running: false, pagesPerTick: 0 });
     try {
-      const token = host.issuer.issue();
-      const c = await RawClient.open(rx.port);
-      const versions = { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX };
-      const sourceNonce = newNonce();
-      c.send({ type: 'Hello', versions, tokenId: token.id, sourceNonce });
-      const ch = await c.next();
-      assert.ok(ch.type === 'Challenge');
-      c.send({ type: 'Auth', proof: sourceProof(token.secret, { version: ch.version, tokenId: token.id, sourceNonce, destinationNonce: ch.destinationNonce }) });
-      assert.equal((await c.next()).type, 'AuthOk');
-      c.send(configMessage(vm.config));
-      assert.equal((await c.next()).type, 'Reserved');
+      const c = await reservedClient(host, rx.port, vm);
       c.send({ type: 'DeviceState', state: { kind: 'fake-machine' } });
       c.send(extra);
       c.send({ type: 'CommitRequest', finalRound: 0 });
