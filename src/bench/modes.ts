@@ -30,7 +30,7 @@ import { ensureGuestImage } from '../guest/image.js';
 import { labSpecFromEnv, runOnClient, startLabDaemons, type LabFerrySpec } from '../lab/ferry-lab.js';
 import { MigrationSession, type GuestWork, type MigrateOptions, type MigrationMode, type VmMemoryView, type WriterThroughput } from '../lab/migration-session.js';
 import { CONVERGE_METHODS, isConvergeMethod as isThrottle, type ConvergeMethod as Throttle } from '../migration/precopy/converge.js';
-import type { MigrationReport } from '../migration/engine/report.js';
+import type { MigrationReport, PostcopyReport } from '../migration/engine/report.js';
 import { probeFields, type ProbeFields } from '../lab/probes/report.js';
 import { switchTimeline, type TimelineItem } from '../lab/probes/timeline.js';
 
@@ -84,6 +84,23 @@ interface ModeRow extends ProbeFields {
   switch_timeline: TimelineItem[] | null;
   /** Pre-copy's throttle (report.throttle): null when it never engaged. */
   throttle: unknown;
+  /** The post-copy faults' waits for pages from the source (report.postcopy.stallUs, in ms):
+   * null without a post-copy phase or without faults. Faults served from Agile's swap device
+   * are not timed yet. */
+  fault_latency_ms: { p50: number; p99: number; max: number } | null;
+  /** The longest the vCPU waited at once for a page from the source (post-copy); null when it
+   * never waited. */
+  max_vcpu_stall_ms: number | null;
+}
+
+const ms1 = (us: number): number => Math.round(us / 100) / 10;
+
+function faultFields(pc: PostcopyReport | undefined): Pick<ModeRow, 'fault_latency_ms' | 'max_vcpu_stall_ms'> {
+  if (!pc || pc.faults === 0) return { fault_latency_ms: null, max_vcpu_stall_ms: null };
+  return {
+    fault_latency_ms: pc.stallUs ? { p50: ms1(pc.stallUs.p50), p99: ms1(pc.stallUs.p99), max: ms1(pc.stallUs.max) } : null,
+    max_vcpu_stall_ms: ms1(pc.stallUsMax),
+  };
 }
 
 interface WorkloadInfo {
@@ -161,7 +178,7 @@ async function migrateOnce(session: MigrationSession, name: string, mode: Migrat
     // Pre-copy is the daemon's default: it is not named, so it also runs on a daemon that does
     // not know `mode` yet.
     const m = await session.migrate({ ...opts, ...(mode !== 'precopy' ? { mode } : {}) }, undefined, { writer: before !== null });
-    const r = m.report as MigrationReport & { mode?: string; postcopy?: unknown; agile?: unknown };
+    const r = m.report as MigrationReport & { mode?: string; postcopy?: PostcopyReport; agile?: unknown };
     const during = m.writerDuring?.pagesPerSec ?? null;
     const row: ModeRow = {
       ...base, to: m.to, outcome: r.outcome, ...(r.error ? { error: r.error } : {}),
@@ -172,6 +189,7 @@ async function migrateOnce(session: MigrationSession, name: string, mode: Migrat
       guest_alive_after: m.guestAliveAfter, memory_verified: m.memoryVerified,
       report_mode: r.mode ?? null, stages_ms: Object.fromEntries(r.stages.map((s) => [s.stage, Math.round(s.durationMs)])),
       postcopy: r.postcopy ?? null, agile: r.agile ?? null, switch_timeline: switchTimeline(r, m.probe), throttle: r.throttle ?? null,
+      ...faultFields(r.postcopy),
     };
     log(`${name}/${mode}: ${JSON.stringify(row)}`);
     return row;
@@ -184,6 +202,7 @@ async function migrateOnce(session: MigrationSession, name: string, mode: Migrat
       total_ms: null, downtime_ms: null, ...probeFields(null), bytes: null, rounds: null, stop_rule: null, client_gap_ms: null, game_packets_lost: null,
       writer_pages_per_s_during: null, throughput_ratio: null,
       guest_alive_after: alive, memory_verified: verified, report_mode: null, stages_ms: null, postcopy: null, agile: null, switch_timeline: null, throttle: null,
+      fault_latency_ms: null, max_vcpu_stall_ms: null,
     };
   }
 }
