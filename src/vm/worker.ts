@@ -317,14 +317,9 @@ const handlers: { [T in WorkerRequest['type']]: Handler<T> } = {
     // A snapshot holds all of RAM: bring absent pages in first (one request for the range).
     b.machine.memory.ensurePresent(0, b.machine.memory.pageCount - 1);
     // Finished device work (a disk write in flight, a balloon report) belongs in the image.
-    try {
-      await quiesceWithin(b, QUIESCE_TIMEOUT_MS);
-    } catch (e) {
-      b.machine.unquiesce();
-      throw e;
-    }
     let info: Awaited<ReturnType<typeof writeSnapshot>>;
     try {
+      await quiesceWithin(b, QUIESCE_TIMEOUT_MS);
       info = await writeSnapshot(req.file, b.machine, { label: config.name });
     } finally {
       b.machine.unquiesce();
