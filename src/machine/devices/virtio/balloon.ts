@@ -181,7 +181,7 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
   /** Returns every pending report buffer now; pages not yet discarded keep their contents and
    * stay out of `free`. The vCPU is paused, so no new report arrives until `unquiesce`. */
   quiesce(): Promise<void> {
-    this.completePending(Infinity, false);
+    this.completePending(0, false);
     return Promise.resolve();
   }
 
@@ -197,8 +197,9 @@ export class VirtioBalloon implements VirtioDevice<VirtioBalloonState> {
     });
   }
 
-  /** Works through pending reports in order, discarding up to `budget` pages (or, with
-   * `discard` false, none), and returns each buffer whose ranges are finished. */
+  /** Works through pending reports in order, discarding up to `budget` pages, and returns
+   * each buffer whose ranges are finished; with `discard` false it returns every buffer now,
+   * its remaining pages kept. */
   private completePending(budget: number, discard: boolean): void {
     const q = this.ctx?.queues[REPORTING_QUEUE];
     if (!q) {
